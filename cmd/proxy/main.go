@@ -1,0 +1,35 @@
+// Command proxy is the wsproxy server: a group-based WebSocket forwarder.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/wsproxy/wsproxy/internal/config"
+)
+
+func main() {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel() // first signal: drain and exit 0
+		<-sigs
+		fmt.Fprintln(os.Stderr, "proxy: second signal, exiting now")
+		os.Exit(1)
+	}()
+
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, config.ErrHelp):
+	default:
+		fmt.Fprintln(os.Stderr, "proxy:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,58 @@
+package main
+
+import (
+	"log"
+	"net/http"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/wsproxy/wsproxy/internal/config"
+	"github.com/wsproxy/wsproxy/internal/forward"
+	"github.com/wsproxy/wsproxy/internal/httpjson"
+	"github.com/wsproxy/wsproxy/internal/metrics"
+)
+
+// routes lists every route the proxy serves.
+func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *forward.Server) http.Handler {
+	r := chi.NewRouter()
+	r.Handle("/ws", fwd)
+	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if fwd.Draining() {
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
+			return
+		}
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
+		httpjson.Error(w, http.StatusNotFound, "not found")
+	})
+	r.MethodNotAllowed(func(w http.ResponseWriter, _ *http.Request) {
+		httpjson.Error(w, http.StatusMethodNotAllowed, "method not allowed")
+	})
+	return r
+}
+
+// newStdLogger routes net/http's own error log through zerolog.
+func newStdLogger(l zerolog.Logger) *log.Logger {
+	return log.New(zerologWriter{l}, "", 0)
+}
+
+type zerologWriter struct{ l zerolog.Logger }
+
+func (w zerologWriter) Write(p []byte) (int, error) {
+	w.l.Warn().Str("source", "net/http").Msg(string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	if n := len(p); n > 0 && p[n-1] == '\n' {
+		return p[:n-1]
+	}
+	return p
+}

@@ -1,0 +1,176 @@
+// Package config reads the proxy's settings from flags, with an environment
+// variable for each flag (--send-queue-bytes is PROXY_SEND_QUEUE_BYTES).
+// A flag given on the command line wins over its variable.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsproxy/wsproxy/internal/forward"
+)
+
+// Config is every setting of the proxy.
+type Config struct {
+	Addr            string
+	LogLevel        string
+	LogFormat       string // "json", "console", or "" for: console on a terminal
+	ShutdownTimeout time.Duration
+	AdminToken      string
+	Forward         forward.Options
+}
+
+// ErrHelp is returned when --help was asked for; the usage has been printed.
+var ErrHelp = flag.ErrHelp
+
+// EnvName is the environment variable for a flag name.
+func EnvName(flagName string) string {
+	return "PROXY_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// Parse reads args (without the program name) and the environment through
+// getenv. Usage and errors go to out.
+func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, error) {
+	c := &Config{}
+	f := &c.Forward
+	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n\n"+
+			"A group-based WebSocket forwarder: clients connect to /ws?id=<id>&groupName=<group>\n"+
+			"and every message reaches every other member of the group.\n\n"+
+			"Every flag can also be set by its environment variable (shown in brackets);\n"+
+			"a flag on the command line wins. Sizes take B, KiB, MiB, GiB suffixes.\n\nFlags:\n")
+		fs.VisitAll(func(fl *flag.Flag) {
+			fmt.Fprintf(out, "  --%s [%s]\n    \t%s (default %q)\n", fl.Name, EnvName(fl.Name), fl.Usage, fl.DefValue)
+		})
+	}
+	var origins string
+	var policy string
+	maxMsg, bufBytes, queueBytes := size(0), size(1<<20), size(8<<20)
+
+	fs.StringVar(&c.Addr, "addr", ":8080", "listen address")
+	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.LogFormat, "log-format", "", "log format: json or console (default: console on a terminal, json otherwise)")
+	fs.Var(&maxMsg, "max-message-bytes", "largest message accepted; a sender going over is closed with 1009 (0: no limit)")
+	fs.Var(&bufBytes, "buffer-bytes", "messages up to this size are held whole; larger ones are relayed as they arrive")
+	fs.DurationVar(&f.MessageIdleTimeout, "message-idle-timeout", 30*time.Second, "close a sender whose message makes no progress this long (1008) (0: never)")
+	fs.Var(&queueBytes, "send-queue-bytes", "outbound queue bound per connection")
+	fs.StringVar(&policy, "slow-consumer", "backpressure", "when a receiver's queue is full: backpressure (sender waits) or disconnect (receiver closed)")
+	fs.DurationVar(&f.WriteTimeout, "write-timeout", 10*time.Second, "close a receiver that accepts no bytes this long (1008) (0: never)")
+	fs.DurationVar(&f.PingInterval, "ping-interval", 30*time.Second, "keepalive ping interval (0: no pings)")
+	fs.DurationVar(&f.PingTimeout, "ping-timeout", 10*time.Second, "close a client that does not answer a ping this long")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long queued messages may take to be delivered")
+	fs.StringVar(&origins, "allowed-origins", "", "comma-separated host patterns of browser origins allowed besides the proxy's own host (path.Match syntax, e.g. *.example.com)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, /api/* requires 'Authorization: Bearer <token>'")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	var envErr error
+	fs.VisitAll(func(fl *flag.Flag) {
+		if set[fl.Name] || envErr != nil {
+			return
+		}
+		if v := getenv(EnvName(fl.Name)); v != "" {
+			if err := fs.Set(fl.Name, v); err != nil {
+				envErr = fmt.Errorf("%s: %w", EnvName(fl.Name), err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+
+	var err error
+	if f.SlowConsumer, err = forward.ParsePolicy(policy); err != nil {
+		return nil, err
+	}
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			f.AllowedOrigins = append(f.AllowedOrigins, o)
+		}
+	}
+	f.MaxMessageBytes = int64(maxMsg)
+	f.BufferBytes = int(bufBytes)
+	f.SendQueueBytes = int64(queueBytes)
+	f.CloseGrace = 2 * time.Second
+	switch c.LogFormat {
+	case "", "json", "console":
+	default:
+		return nil, errors.New("log-format must be json or console")
+	}
+	return c, c.validate()
+}
+
+func (c *Config) validate() error {
+	f := c.Forward
+	switch {
+	case f.BufferBytes < 1<<10 || f.BufferBytes > 1<<30:
+		return errors.New("buffer-bytes must be between 1KiB and 1GiB")
+	case f.SendQueueBytes < 1<<10:
+		return errors.New("send-queue-bytes must be at least 1KiB")
+	case f.MaxMessageBytes < 0:
+		return errors.New("max-message-bytes must not be negative")
+	case f.MessageIdleTimeout < 0 || f.WriteTimeout < 0 || f.PingInterval < 0 || c.ShutdownTimeout < 0:
+		return errors.New("durations must not be negative")
+	case f.PingInterval > 0 && f.PingTimeout <= 0:
+		return errors.New("ping-timeout must be positive when pings are on")
+	}
+	return nil
+}
+
+// size is a byte count flag that accepts B, KiB, MiB and GiB suffixes.
+type size int64
+
+func (s *size) String() string { return FormatSize(int64(*s)) }
+
+func (s *size) Set(v string) error {
+	n, err := ParseSize(v)
+	if err != nil {
+		return err
+	}
+	*s = size(n)
+	return nil
+}
+
+var units = []struct {
+	suffix string
+	mult   int64
+}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1}}
+
+// ParseSize parses a byte count such as 1048576, 1MiB or 64KiB.
+func ParseSize(v string) (int64, error) {
+	num, mult := strings.TrimSpace(v), int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("invalid size %q: want a number of bytes, optionally with B, KiB, MiB or GiB", v)
+	}
+	return n * mult, nil
+}
+
+// FormatSize prints n with the largest binary unit that divides it.
+func FormatSize(n int64) string {
+	for _, u := range units[:3] {
+		if n >= u.mult && n%u.mult == 0 {
+			return strconv.FormatInt(n/u.mult, 10) + u.suffix
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}

@@ -1,0 +1,144 @@
+package forward
+
+import (
+	"net/http"
+	"net/url"
+	"path"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// rejection is a refused handshake: an HTTP status, a message naming what is
+// wrong (never echoing the input), and a metrics reason.
+type rejection struct {
+	status int
+	msg    string
+	reason string
+}
+
+func (r *rejection) Error() string { return r.msg }
+
+const maxParamLen = 128
+
+// parseParams extracts id and groupName from a raw query string (SPEC 2).
+func parseParams(rawQuery string) (id, groupName string, rej *rejection) {
+	q, err := url.ParseQuery(rawQuery)
+	if err != nil {
+		return "", "", &rejection{http.StatusBadRequest, "malformed query string", "bad_query"}
+	}
+	id, rej = single(q, "id")
+	if rej != nil {
+		return "", "", rej
+	}
+	if !validID(id) {
+		return "", "", &rejection{http.StatusBadRequest,
+			"parameter id must be 1-128 characters of A-Z a-z 0-9 - _ . ~", "bad_id"}
+	}
+	groupName, rej = single(q, "groupName")
+	if rej != nil {
+		return "", "", rej
+	}
+	if !ValidGroupName(groupName) {
+		return "", "", &rejection{http.StatusBadRequest,
+			"parameter groupName must be 1-128 bytes of valid UTF-8 without control characters", "bad_group"}
+	}
+	return id, groupName, nil
+}
+
+func single(q url.Values, name string) (string, *rejection) {
+	switch vs := q[name]; len(vs) {
+	case 0:
+		return "", &rejection{http.StatusBadRequest, "parameter " + name + " is required", "missing_" + strings.ToLower(name)}
+	case 1:
+		return vs[0], nil
+	default:
+		return "", &rejection{http.StatusBadRequest, "parameter " + name + " must be given exactly once", "repeated_" + strings.ToLower(name)}
+	}
+}
+
+func validID(id string) bool {
+	if len(id) == 0 || len(id) > maxParamLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
+			c == '-', c == '_', c == '.', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidGroupName reports whether name is 1-128 bytes of valid UTF-8 with no
+// control characters.
+func ValidGroupName(name string) bool {
+	if len(name) == 0 || len(name) > maxParamLen || !utf8.ValidString(name) {
+		return false
+	}
+	for _, r := range name {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidID reports whether id is 1-128 characters of A-Z a-z 0-9 - _ . ~.
+func ValidID(id string) bool { return validID(id) }
+
+// checkOrigin allows requests without Origin (non-browser clients), requests
+// from the proxy's own host, and origins matching one of patterns (host
+// patterns as in path.Match, or scheme://host patterns), case-insensitively.
+func checkOrigin(r *http.Request, patterns []string) *rejection {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return &rejection{http.StatusForbidden, "Origin header is not a valid origin", "bad_origin"}
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return nil
+	}
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, err := path.Match(strings.ToLower(p), strings.ToLower(target)); err == nil && ok {
+			return nil
+		}
+	}
+	return &rejection{http.StatusForbidden, "origin not allowed; see --allowed-origins", "origin"}
+}
+
+// checkUpgrade refuses what is not a WebSocket handshake with a JSON body
+// before the library sees it (the library answers in plain text).
+func checkUpgrade(r *http.Request) *rejection {
+	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
+		return &rejection{http.StatusUpgradeRequired, "a WebSocket upgrade is required on /ws", "not_upgrade"}
+	}
+	if r.Header.Get("Sec-WebSocket-Version") != "13" {
+		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Version must be 13", "bad_version"}
+	}
+	if r.Header.Get("Sec-WebSocket-Key") == "" {
+		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Key is required", "bad_key"}
+	}
+	return nil
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -1,0 +1,321 @@
+// Package forward accepts WebSocket clients on /ws, reads every message they
+// send and hands it to the other members of their group.
+//
+// Each connection is served by the goroutine net/http gave its handler: it
+// validates the handshake, joins the group, then reads messages until the
+// connection ends. Each message is relayed as package message describes, and
+// reaches receivers only through their session's queue. The reader never
+// writes to another client's socket, and waits on other clients only as the
+// slow-consumer policy says.
+package forward
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/wsproxy/wsproxy/internal/group"
+	"github.com/wsproxy/wsproxy/internal/hijack"
+	"github.com/wsproxy/wsproxy/internal/httpjson"
+	"github.com/wsproxy/wsproxy/internal/message"
+	"github.com/wsproxy/wsproxy/internal/metrics"
+	"github.com/wsproxy/wsproxy/internal/session"
+)
+
+// Policy is what happens when a receiver's queue is full (SPEC section 4).
+type Policy int
+
+const (
+	// Backpressure makes the sender wait; a receiver that accepts no bytes
+	// for the write timeout is evicted.
+	Backpressure Policy = iota
+	// Disconnect evicts a receiver whose queue is full at once.
+	Disconnect
+)
+
+func (p Policy) String() string {
+	if p == Disconnect {
+		return "disconnect"
+	}
+	return "backpressure"
+}
+
+// ParsePolicy parses "backpressure" or "disconnect".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "backpressure":
+		return Backpressure, nil
+	case "disconnect":
+		return Disconnect, nil
+	}
+	return 0, fmt.Errorf("slow-consumer policy must be backpressure or disconnect")
+}
+
+// Options are the forwarding settings (SPEC section 7).
+type Options struct {
+	MaxMessageBytes    int64 // 0: no limit
+	BufferBytes        int   // messages larger than this are streamed
+	MessageIdleTimeout time.Duration
+	SendQueueBytes     int64
+	SlowConsumer       Policy
+	WriteTimeout       time.Duration
+	PingInterval       time.Duration
+	PingTimeout        time.Duration
+	AllowedOrigins     []string
+	// CloseGrace bounds the wait for a client's answer to our close frame.
+	CloseGrace time.Duration
+}
+
+// Server is the /ws handler and the owner of every session.
+type Server struct {
+	// Static after construction.
+	opts     Options
+	log      zerolog.Logger
+	metrics  *metrics.Metrics
+	registry *group.Registry
+	rings    *message.RingPool
+
+	// Guarded by mu: draining is set once; handlers counts connections that
+	// passed the draining check, so Shutdown can wait for all of them.
+	mu       sync.Mutex
+	draining bool
+	handlers sync.WaitGroup
+
+	drainingFlag atomic.Bool // mirrors draining, for lock-free readers
+	closingAll   atomic.Bool // set before Shutdown closes every session
+}
+
+// NewServer returns a server. It registers its gauges on m.
+func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
+	s := &Server{
+		opts:     opts,
+		log:      log,
+		metrics:  m,
+		registry: group.NewRegistry(),
+		// A stream's ring holds two thresholds' worth: the buffered head plus
+		// as much again in flight.
+		rings: message.NewRingPool(2 * opts.BufferBytes),
+	}
+	m.GaugeFunc("wsproxy_groups", "Groups with at least one member.", func() float64 {
+		return float64(s.registry.Count())
+	})
+	m.GaugeFunc("wsproxy_queued_bytes", "Bytes queued for receivers or being written to them.", func() float64 {
+		var n int64
+		for _, ss := range s.registry.Sessions() {
+			n += ss.QueuedBytes()
+		}
+		return float64(n)
+	})
+	return s
+}
+
+// Registry is the server's group registry.
+func (s *Server) Registry() *group.Registry { return s.registry }
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool { return s.drainingFlag.Load() }
+
+func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
+	s.metrics.Rejected(rej.reason)
+	httpjson.Error(w, rej.status, rej.msg)
+}
+
+// ServeHTTP serves /ws.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		s.reject(w, &rejection{http.StatusMethodNotAllowed, "method not allowed: use GET with a WebSocket upgrade", "method"})
+		return
+	}
+	id, groupName, rej := parseParams(r.URL.RawQuery)
+	if rej == nil {
+		rej = checkOrigin(r, s.opts.AllowedOrigins)
+	}
+	if rej == nil {
+		rej = checkUpgrade(r)
+	}
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
+	if !s.track() {
+		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
+		return
+	}
+	defer s.handlers.Done()
+
+	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
+	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		s.metrics.Rejected("accept")
+		s.log.Debug().Err(err).Msg("websocket accept failed")
+		return
+	}
+	// The proxy enforces --max-message-bytes itself, so that the close frame
+	// carries its own constant reason.
+	conn.SetReadLimit(-1)
+
+	log := s.log.With().Str("group", groupName).Str("id", id).Logger()
+	sess := session.New(conn, hw.Conn(), id, groupName, session.Config{
+		QueueBytes:   s.opts.SendQueueBytes,
+		PingInterval: s.opts.PingInterval,
+		PingTimeout:  s.opts.PingTimeout,
+		CloseGrace:   s.opts.CloseGrace,
+	}, log, s.metrics)
+	g, replaced, leave := s.registry.Join(sess)
+	if replaced != nil {
+		replaced.Close(session.StatusReplaced, "replaced")
+	}
+	s.metrics.Connected()
+	sess.Start()
+	log.Debug().Str("remote", sess.Remote).Msg("connected")
+	if s.closingAll.Load() {
+		sess.Close(websocket.StatusGoingAway, "going away")
+	}
+
+	err = s.readLoop(sess, g)
+	leave()
+	s.classifyEnd(sess, err)
+	sess.Wait()
+	s.logEnd(sess)
+}
+
+// track counts a connection in unless the server is draining.
+func (s *Server) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.handlers.Add(1)
+	return true
+}
+
+// readLoop reads and relays messages until the connection ends or the session
+// is asked to close.
+func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
+	conn, nc := sess.Conn(), sess.NetConn()
+	src := &source{from: sess, stop: sess.Closing(), truncated: nc.ReadFailed}
+	if s.opts.MessageIdleTimeout > 0 {
+		src.watch = newStallWatch(nc, s.opts.MessageIdleTimeout)
+		defer src.watch.stop()
+	}
+	for {
+		typ, r, err := conn.Reader(context.Background())
+		if err != nil {
+			return err
+		}
+		select {
+		case <-sess.Closing():
+			return nil // replaced, kicked or evicted: forward nothing more
+		default:
+		}
+		if src.watch != nil {
+			src.watch.start()
+		}
+		src.r, src.typ, src.read = r, typ, 0
+		_, err = s.relay(src, target{groups: []*group.Group{g}}, nil)
+		if src.watch != nil {
+			src.watch.stop()
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// classifyEnd records why the reader stopped as the session's close status.
+// The first close request wins, so a close the proxy asked for earlier (kick,
+// replace, eviction) is what the log and metrics show.
+func (s *Server) classifyEnd(sess *session.Session, err error) {
+	var ce websocket.CloseError
+	switch {
+	case err == nil, errors.Is(err, message.ErrStopped):
+		sess.Close(websocket.StatusNormalClosure, "") // normally already closing
+	case errors.Is(err, errTooBig):
+		sess.Close(websocket.StatusMessageTooBig, "message too big")
+	case errors.Is(err, errInvalidUTF8):
+		sess.Close(websocket.StatusInvalidFramePayloadData, "invalid utf-8")
+	case errors.Is(err, errStalled):
+		sess.Close(websocket.StatusPolicyViolation, "message stalled")
+	case errors.As(err, &ce):
+		sess.ClosedByPeer(ce.Code, ce.Reason)
+	case errors.Is(err, errTruncated), sess.NetConn().ReadFailed():
+		sess.ClosedByPeer(websocket.StatusAbnormalClosure, "connection dropped")
+	default:
+		// The library refused the client's frames (and has sent 1002 itself).
+		sess.Log().Debug().Err(err).Msg("protocol error")
+		sess.Close(websocket.StatusProtocolError, "protocol error")
+	}
+}
+
+func (s *Server) logEnd(sess *session.Session) {
+	code, reason, byPeer := sess.CloseStatus()
+	st := sess.Stats()
+	s.metrics.Disconnected(code, byPeer)
+	sess.Log().Info().
+		Str("remote", sess.Remote).
+		Dur("duration", time.Since(sess.Since)).
+		Int64("msgs_in", st.MessagesIn).Int64("bytes_in", st.BytesIn).
+		Int64("msgs_out", st.MessagesOut).Int64("bytes_out", st.BytesOut).
+		Int("close_code", int(code)).Str("close_reason", reason).Bool("closed_by_peer", byPeer).
+		Msg("connection closed")
+}
+
+// Shutdown drains and closes every connection (SPEC section 5): new
+// connections are refused with 503 from now on; queued messages are delivered
+// until nothing is queued or ctx ends; then every client is closed with 1001,
+// in parallel; Shutdown returns when every connection's goroutines are done.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	s.drainingFlag.Store(true)
+
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !s.allIdle() {
+		select {
+		case <-ctx.Done():
+			s.log.Warn().Msg("shutdown timeout reached with messages still queued")
+			goto closeAll
+		case <-tick.C:
+		}
+	}
+closeAll:
+	s.closingAll.Store(true)
+	sessions := s.registry.Sessions()
+	for _, sess := range sessions {
+		sess.Close(websocket.StatusGoingAway, "going away")
+	}
+	done := make(chan struct{})
+	go func() { s.handlers.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(s.opts.CloseGrace + time.Second):
+	}
+	// Whatever is still up is stuck in a write to a client that reads
+	// nothing: cut it off.
+	for _, sess := range append(sessions, s.registry.Sessions()...) {
+		sess.NetConn().AbortWrites()
+		_ = sess.NetConn().Close()
+	}
+	<-done
+}
+
+func (s *Server) allIdle() bool {
+	for _, sess := range s.registry.Sessions() {
+		if !sess.Idle() {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,138 @@
+// Package group is the registry of groups and their members: plain data behind
+// one mutex, with no goroutines and no I/O under the lock.
+//
+// A group exists while it has members. Within a group an id is unique: a new
+// session with an id already present replaces the old one, and the caller
+// closes the old one.
+package group
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/wsproxy/wsproxy/internal/session"
+)
+
+// Registry holds every group. All methods are safe for concurrent use.
+type Registry struct {
+	mu     sync.Mutex
+	groups map[string]*Group // guarded by mu
+	count  atomic.Int64      // number of groups, for metrics
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry {
+	return &Registry{groups: make(map[string]*Group)}
+}
+
+// Group is one group. Its member list is a snapshot replaced on every join and
+// leave, so fan-out reads it without locking.
+type Group struct {
+	// Static after construction.
+	Name string
+
+	// StreamOrder is held while a streamed message is placed in every
+	// receiver's queue, so that all members see streamed messages in the same
+	// order. Without it, two senders streaming at once could each wait for a
+	// receiver that is busy with the other's message.
+	StreamOrder sync.Mutex
+
+	members atomic.Pointer[[]*session.Session] // written under Registry.mu
+	byID    map[string]*session.Session        // guarded by Registry.mu
+}
+
+// Members returns the current members. The slice is shared: do not modify it.
+func (g *Group) Members() []*session.Session {
+	if p := g.members.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Join adds s to the group named s.Group, creating the group if needed. If a
+// member with the same id was there, it is returned as replaced and the caller
+// closes it. leave removes s again (and the group, if s was its last member);
+// it is safe to call more than once and never removes a session that replaced s.
+func (r *Registry) Join(s *session.Session) (g *Group, replaced *session.Session, leave func()) {
+	r.mu.Lock()
+	g = r.groups[s.Group]
+	if g == nil {
+		g = &Group{Name: s.Group, byID: make(map[string]*session.Session)}
+		r.groups[s.Group] = g
+		r.count.Add(1)
+	}
+	replaced = g.byID[s.ID]
+	g.byID[s.ID] = s
+	g.publishLocked()
+	r.mu.Unlock()
+
+	var once sync.Once
+	return g, replaced, func() { once.Do(func() { r.leave(g, s) }) }
+}
+
+func (r *Registry) leave(g *Group, s *session.Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if g.byID[s.ID] != s {
+		return // replaced: the newcomer stays
+	}
+	delete(g.byID, s.ID)
+	g.publishLocked()
+	if len(g.byID) == 0 && r.groups[g.Name] == g {
+		delete(r.groups, g.Name)
+		r.count.Add(-1)
+	}
+}
+
+// publishLocked replaces the member snapshot. Order is by id so that listings
+// are stable.
+func (g *Group) publishLocked() {
+	m := make([]*session.Session, 0, len(g.byID))
+	for _, s := range g.byID {
+		m = append(m, s)
+	}
+	sort.Slice(m, func(i, j int) bool { return m[i].ID < m[j].ID })
+	g.members.Store(&m)
+}
+
+// Get returns the group with that name, or nil.
+func (r *Registry) Get(name string) *Group {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.groups[name]
+}
+
+// Member returns the member of the named group with that id, or nil.
+func (r *Registry) Member(groupName, id string) *session.Session {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if g := r.groups[groupName]; g != nil {
+		return g.byID[id]
+	}
+	return nil
+}
+
+// Groups returns every group, ordered by name.
+func (r *Registry) Groups() []*Group {
+	r.mu.Lock()
+	gs := make([]*Group, 0, len(r.groups))
+	for _, g := range r.groups {
+		gs = append(gs, g)
+	}
+	r.mu.Unlock()
+	sort.Slice(gs, func(i, j int) bool { return gs[i].Name < gs[j].Name })
+	return gs
+}
+
+// Sessions returns every member of every group.
+func (r *Registry) Sessions() []*session.Session {
+	var all []*session.Session
+	for _, g := range r.Groups() {
+		all = append(all, g.Members()...)
+	}
+	return all
+}
+
+// Count is the number of groups.
+func (r *Registry) Count() int64 { return r.count.Load() }

@@ -1,0 +1,86 @@
+// Package message holds the two shapes a forwarded message takes in memory.
+//
+// A Buf is a message held whole: read once, then shared read-only by every
+// receiver's queue, with no copy per receiver. A Stream is a message too large
+// to hold whole: it passes through a fixed ring as it arrives, and each
+// receiver reads it through its own Cursor. Both return their memory to a pool
+// when the last holder lets go.
+package message
+
+import (
+	"math/bits"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coder/websocket"
+)
+
+const (
+	minClassShift = 9  // 512 B
+	maxClassShift = 31 // 2 GiB: larger than any --buffer-bytes we accept
+)
+
+var bufPools [maxClassShift + 1]sync.Pool
+
+// Buf is one whole message. After it is filled, B is read-only; it may be
+// read concurrently by any number of holders. Each holder calls Release once.
+type Buf struct {
+	B    []byte
+	Type websocket.MessageType
+
+	refs  atomic.Int32
+	class uint8
+}
+
+// GetBuf returns an empty Buf with room for at least n bytes and one
+// reference, owned by the caller.
+func GetBuf(n int) *Buf {
+	class := classFor(n)
+	if v := bufPools[class].Get(); v != nil {
+		b := v.(*Buf)
+		b.refs.Store(1)
+		return b
+	}
+	b := &Buf{B: make([]byte, 0, 1<<class), class: uint8(class)}
+	b.refs.Store(1)
+	return b
+}
+
+func classFor(n int) int {
+	if n <= 1<<minClassShift {
+		return minClassShift
+	}
+	c := bits.Len(uint(n - 1))
+	if c > maxClassShift {
+		panic("message: buffer size out of range")
+	}
+	return c
+}
+
+// Grow returns a Buf with the same contents and room for at least n more
+// bytes. b must have exactly one reference; it is released.
+func (b *Buf) Grow(n int) *Buf {
+	if cap(b.B)-len(b.B) >= n {
+		return b
+	}
+	nb := GetBuf(max(2*cap(b.B), len(b.B)+n))
+	nb.B = append(nb.B, b.B...)
+	nb.Type = b.Type
+	b.Release()
+	return nb
+}
+
+// Retain adds n references, one for each new holder.
+func (b *Buf) Retain(n int) { b.refs.Add(int32(n)) }
+
+// Release drops one reference; the last one returns the memory to the pool.
+// b must not be used after its holder's Release.
+func (b *Buf) Release() {
+	switch r := b.refs.Add(-1); {
+	case r == 0:
+		b.B = b.B[:0]
+		bufPools[b.class].Put(b)
+	case r < 0:
+		panic("message: Buf released too often")
+	}
+}

@@ -1,0 +1,185 @@
+package session
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/wsproxy/wsproxy/internal/message"
+)
+
+var (
+	// ErrClosed is returned by Push once the queue's session is closing.
+	ErrClosed = errors.New("session closed")
+	// ErrFull is returned by Push under the disconnect policy when the message
+	// does not fit.
+	ErrFull = errors.New("send queue full")
+)
+
+// Item is one message in a queue: either a whole message (Buf) or a streamed
+// one (Cursor), never both. The queue owns the item's reference from Push
+// until the writer takes it.
+type Item struct {
+	Buf    *message.Buf
+	Cursor *message.Cursor
+	// Enqueued is when the item was pushed (monotonic nanoseconds), for the
+	// delivery latency histogram.
+	Enqueued int64
+}
+
+func (it Item) size() int64 {
+	if it.Buf != nil {
+		return int64(len(it.Buf.B))
+	}
+	return 0 // a stream's bytes are bounded by its ring, not by queues
+}
+
+// release gives up the item's reference without delivering it.
+func (it Item) release() {
+	if it.Buf != nil {
+		it.Buf.Release()
+	}
+	if it.Cursor != nil {
+		it.Cursor.Detach()
+	}
+}
+
+// Queue is a session's outbound queue, bounded in bytes. Any number of
+// goroutines push; one writer takes. Bytes stay counted until the writer
+// reports them written with Done, so the bound covers what is being written.
+type Queue struct {
+	// Static after construction.
+	limit int64
+	ready chan struct{} // cap 1: wakes the writer
+
+	// Guarded by mu.
+	mu     sync.Mutex
+	items  []Item // FIFO
+	bytes   int64
+	pending int // items pushed and not yet Done
+	closed  bool
+	space  chan struct{} // closed and replaced when bytes are freed; nil if nobody waits
+}
+
+// NewQueue returns a queue holding at most limit bytes. A message larger than
+// the limit is still accepted into an empty queue, so no message is too big
+// for a receiver merely because of its queue size.
+func NewQueue(limit int64) *Queue {
+	return &Queue{limit: limit, ready: make(chan struct{}, 1)}
+}
+
+// Ready is signalled when items may be waiting.
+func (q *Queue) Ready() <-chan struct{} { return q.ready }
+
+// TryPush appends it if it fits. It returns ErrClosed or ErrFull otherwise,
+// and in those cases the caller keeps its reference.
+func (q *Queue) TryPush(it Item) error {
+	_, err := q.push(it, false)
+	return err
+}
+
+// Push appends it, waiting while the queue is full until it fits, the queue
+// closes (ErrClosed), or stop closes (message.ErrStopped). On error the caller
+// keeps its reference.
+func (q *Queue) Push(it Item, stop <-chan struct{}) error {
+	for {
+		wait, err := q.push(it, true)
+		if wait == nil {
+			return err
+		}
+		select {
+		case <-wait:
+		case <-stop:
+			return message.ErrStopped
+		}
+	}
+}
+
+// push appends it, or returns a channel to wait on when it does not fit and
+// wait is set.
+func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
+	n := it.size()
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if q.bytes > 0 && q.bytes+n > q.limit {
+		if !wait {
+			q.mu.Unlock()
+			return nil, ErrFull
+		}
+		if q.space == nil {
+			q.space = make(chan struct{})
+		}
+		ch := q.space
+		q.mu.Unlock()
+		return ch, nil
+	}
+	q.items = append(q.items, it)
+	q.bytes += n
+	q.pending++
+	q.mu.Unlock()
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+	return nil, nil
+}
+
+// TakeAll moves every queued item to dst and returns it. Their bytes stay
+// counted until Done.
+func (q *Queue) TakeAll(dst []Item) []Item {
+	q.mu.Lock()
+	dst = append(dst, q.items...)
+	clear(q.items)
+	q.items = q.items[:0]
+	q.mu.Unlock()
+	return dst
+}
+
+// Done reports a taken item written (or dropped), freeing its room.
+func (q *Queue) Done(it Item) {
+	q.mu.Lock()
+	q.bytes -= it.size()
+	q.pending--
+	if q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
+	q.mu.Unlock()
+}
+
+// Bytes is the number of bytes queued or being written.
+func (q *Queue) Bytes() int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes
+}
+
+// Idle reports whether every item pushed has been written or dropped.
+func (q *Queue) Idle() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.pending == 0
+}
+
+// Close refuses further pushes, wakes every waiting pusher, and releases the
+// items still waiting. Only the queue's owner calls it.
+func (q *Queue) Close() {
+	q.mu.Lock()
+	q.closed = true
+	rest := q.items
+	q.items = nil
+	for _, it := range rest {
+		q.bytes -= it.size()
+		q.pending--
+	}
+	if q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
+	q.mu.Unlock()
+	for _, it := range rest {
+		it.release()
+	}
+}

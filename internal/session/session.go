@@ -1,0 +1,400 @@
+// Package session is one client connection: its socket, its bounded outbound
+// queue, and the single writer that is the only code writing data to the socket.
+//
+// Whoever accepts the connection reads from it (see package forward) and hands
+// messages for other members to their sessions with Push or TryPush. A session
+// never blocks its pushers except through its queue bound.
+package session
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/rs/zerolog"
+
+	"github.com/wsproxy/wsproxy/internal/hijack"
+	"github.com/wsproxy/wsproxy/internal/message"
+	"github.com/wsproxy/wsproxy/internal/metrics"
+)
+
+// Close codes and reasons the proxy sends (SPEC section 6).
+const (
+	StatusReplaced      websocket.StatusCode = 4001
+	StatusSenderAborted websocket.StatusCode = 4002
+	StatusKicked        websocket.StatusCode = 4003
+)
+
+// Config is what a session needs to know of the server's settings.
+type Config struct {
+	QueueBytes   int64
+	PingInterval time.Duration // 0: no keepalive pings
+	PingTimeout  time.Duration
+	// CloseGrace bounds how long a close handshake waits for the peer's answer.
+	CloseGrace time.Duration
+}
+
+// Stats are a session's running totals. Reads are atomic per field.
+type Stats struct {
+	MessagesIn, BytesIn, MessagesOut, BytesOut int64
+}
+
+// Session is one connected client. All methods are safe for concurrent use.
+type Session struct {
+	// Static after construction.
+	ID, Group string
+	Remote    string
+	Since     time.Time
+	conn      *websocket.Conn
+	nc        *hijack.Conn
+	cfg       Config
+	log       zerolog.Logger
+	metrics   *metrics.Metrics
+	q         *Queue
+
+	closing    chan struct{} // closed by the first close request
+	writerDone chan struct{} // closed when the writer has exited and the socket is closed
+
+	// Guarded by mu.
+	mu          sync.Mutex
+	closeCode   websocket.StatusCode
+	closeReason string
+	closeByPeer bool
+	abortWrites bool
+	pingTimer   *time.Timer
+	pingStopped bool
+	pingWG      sync.WaitGroup
+	parked      int // >0 while the reader is waiting on other sessions' queues
+
+	stats struct {
+		sync.Mutex
+		Stats
+	}
+}
+
+// New returns a session for an accepted connection; Start runs it.
+func New(conn *websocket.Conn, nc *hijack.Conn, id, group string, cfg Config, log zerolog.Logger, m *metrics.Metrics) *Session {
+	return &Session{
+		ID: id, Group: group,
+		Remote:     nc.RemoteAddr().String(),
+		Since:      time.Now(),
+		conn:       conn,
+		nc:         nc,
+		cfg:        cfg,
+		log:        log,
+		metrics:    m,
+		q:          NewQueue(cfg.QueueBytes),
+		closing:    make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+}
+
+// Conn is the WebSocket connection, for the reader. Only the reader may call
+// its Reader method; nobody but this session writes data messages to it.
+func (s *Session) Conn() *websocket.Conn { return s.conn }
+
+// NetConn is the socket under the WebSocket connection.
+func (s *Session) NetConn() *hijack.Conn { return s.nc }
+
+// Log is the session's logger, with its id and group.
+func (s *Session) Log() *zerolog.Logger { return &s.log }
+
+// Start runs the writer and the keepalive. Wait returns after both are done.
+func (s *Session) Start() {
+	go s.writeLoop()
+	if s.cfg.PingInterval > 0 {
+		s.mu.Lock()
+		s.pingTimer = time.AfterFunc(s.cfg.PingInterval, s.ping)
+		s.mu.Unlock()
+	}
+}
+
+// Closing is closed once the session has been asked to close.
+func (s *Session) Closing() <-chan struct{} { return s.closing }
+
+// Done is closed once the writer has exited and the socket is closed.
+func (s *Session) Done() <-chan struct{} { return s.writerDone }
+
+// Push queues an item, waiting for room as the backpressure policy says, until
+// stop closes. On error the caller keeps its reference.
+func (s *Session) Push(it Item, stop <-chan struct{}) error { return s.q.Push(it, stop) }
+
+// TryPush queues an item if it fits now. On error the caller keeps its reference.
+func (s *Session) TryPush(it Item) error { return s.q.TryPush(it) }
+
+// QueuedBytes is the number of bytes waiting for this session or being written.
+func (s *Session) QueuedBytes() int64 { return s.q.Bytes() }
+
+// Idle reports whether nothing is queued for or being written to this session.
+func (s *Session) Idle() bool { return s.q.Idle() }
+
+// Close asks the session to close with code and reason. The first request
+// wins. It returns at once; what was queued is dropped, the write in progress
+// finishes, then the close frame is sent.
+func (s *Session) Close(code websocket.StatusCode, reason string) {
+	s.requestClose(code, reason, false, false)
+}
+
+// ClosedByPeer records that the peer ended the connection with code.
+func (s *Session) ClosedByPeer(code websocket.StatusCode, reason string) {
+	s.requestClose(code, reason, true, false)
+}
+
+// Evict closes a receiver that fell behind with 1008 "slow consumer", aborting
+// the write in progress: its socket is presumed stuck.
+func (s *Session) Evict(reason string) {
+	if s.requestClose(websocket.StatusPolicyViolation, "slow consumer", false, true) {
+		s.metrics.Evicted(reason)
+		s.log.Warn().Str("reason", reason).Int64("queued_bytes", s.q.Bytes()).Msg("evicting slow consumer")
+	}
+}
+
+func (s *Session) requestClose(code websocket.StatusCode, reason string, byPeer, abort bool) bool {
+	s.mu.Lock()
+	select {
+	case <-s.closing:
+		s.mu.Unlock()
+		return false
+	default:
+	}
+	s.closeCode, s.closeReason, s.closeByPeer, s.abortWrites = code, reason, byPeer, abort
+	close(s.closing)
+	s.mu.Unlock()
+	if abort {
+		s.nc.AbortWrites()
+	}
+	return true
+}
+
+// CloseStatus is how the session ended (or is ending): the code, the reason,
+// and whether the peer sent it. Zero before any close request.
+func (s *Session) CloseStatus() (websocket.StatusCode, string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeCode, s.closeReason, s.closeByPeer
+}
+
+// Parked marks the reader as waiting on other sessions (true) or not (false).
+// While parked, keepalive pings are skipped: the reader cannot read the pong,
+// and the wait is the proxy's doing, not the client's.
+func (s *Session) Parked(p bool) {
+	s.mu.Lock()
+	if p {
+		s.parked++
+	} else {
+		s.parked--
+	}
+	s.mu.Unlock()
+}
+
+// CountIn adds a received message to the session's totals.
+func (s *Session) CountIn(n int64) {
+	s.stats.Lock()
+	s.stats.MessagesIn++
+	s.stats.BytesIn += n
+	s.stats.Unlock()
+}
+
+// Stats returns the session's totals so far.
+func (s *Session) Stats() Stats {
+	s.stats.Lock()
+	defer s.stats.Unlock()
+	return s.stats.Stats
+}
+
+func (s *Session) countOut(n int64) {
+	s.stats.Lock()
+	s.stats.MessagesOut++
+	s.stats.BytesOut += n
+	s.stats.Unlock()
+}
+
+// Wait blocks until the writer and any keepalive ping have returned.
+func (s *Session) Wait() {
+	<-s.writerDone
+	s.mu.Lock()
+	s.pingStopped = true
+	if s.pingTimer != nil {
+		s.pingTimer.Stop()
+	}
+	s.mu.Unlock()
+	s.pingWG.Wait()
+}
+
+// errSenderAborted ends a receiver that was part-way through a message its
+// sender abandoned.
+var errSenderAborted = errors.New("sender aborted the message being delivered")
+
+// writeLoop is the only code that writes data to the socket.
+func (s *Session) writeLoop() {
+	defer close(s.writerDone)
+	var batch []Item
+	var err error
+	for err == nil {
+		select {
+		case <-s.q.Ready():
+		case <-s.closing:
+			err = io.EOF
+			continue
+		}
+		batch = s.q.TakeAll(batch[:0])
+		for i, it := range batch {
+			if err == nil {
+				select {
+				case <-s.closing:
+					err = io.EOF
+				default:
+					err = s.write(it)
+				}
+			} else {
+				it.release()
+			}
+			s.q.Done(it)
+			batch[i] = Item{}
+		}
+	}
+	s.finish(err)
+}
+
+// write delivers one item and gives up its reference.
+func (s *Session) write(it Item) error {
+	if it.Buf != nil {
+		b := it.Buf
+		err := s.conn.Write(context.Background(), b.Type, b.B)
+		if err == nil {
+			s.delivered(b.Type, int64(len(b.B)), it.Enqueued)
+		}
+		b.Release()
+		return err
+	}
+	return s.writeStream(it.Cursor, it.Enqueued)
+}
+
+// writeStream relays a streamed message as its sender's bytes arrive. The
+// WebSocket writer is opened only with the first bytes in hand, so a receiver
+// that had not started a message its sender abandons gets nothing of it.
+func (s *Session) writeStream(cur *message.Cursor, enqueued int64) error {
+	defer cur.Detach()
+	typ := cur.Stream().Type
+	var w io.WriteCloser
+	var n int64
+	for {
+		p, err := cur.Next(s.closing)
+		switch {
+		case err == nil:
+			if w == nil {
+				if w, err = s.conn.Writer(context.Background(), typ); err != nil {
+					return err
+				}
+			}
+			_, err = w.Write(p)
+			cur.Advance(len(p))
+			n += int64(len(p))
+			if err != nil {
+				return err
+			}
+		case err == io.EOF:
+			if w == nil {
+				err = s.conn.Write(context.Background(), typ, nil)
+			} else {
+				err = w.Close()
+			}
+			if err == nil {
+				s.delivered(typ, n, enqueued)
+			}
+			return err
+		case errors.Is(err, message.ErrAborted):
+			if cur.Started() {
+				return errSenderAborted
+			}
+			return nil
+		default: // closing
+			return io.EOF
+		}
+	}
+}
+
+func (s *Session) delivered(typ websocket.MessageType, n int64, enqueued int64) {
+	s.countOut(n)
+	s.metrics.Delivered(typ, n, time.Duration(Now()-enqueued))
+}
+
+// finish closes the socket after the writer stops, with the close frame the
+// first close request asked for.
+func (s *Session) finish(err error) {
+	switch {
+	case errors.Is(err, errSenderAborted):
+		s.Close(StatusSenderAborted, "sender aborted")
+	case errors.Is(err, hijack.ErrWritesAborted):
+		// An eviction already recorded why.
+	case err != io.EOF:
+		// The socket failed under a write. A write that stalled past the
+		// write timeout is a slow consumer; anything else is a dead peer.
+		if isTimeout(err) {
+			s.Evict("write_timeout")
+		} else {
+			s.Close(websocket.StatusAbnormalClosure, "write failed")
+		}
+	}
+	s.q.Close()
+
+	s.mu.Lock()
+	code, reason, abort := s.closeCode, s.closeReason, s.abortWrites
+	s.mu.Unlock()
+	if abort || code == websocket.StatusAbnormalClosure {
+		_ = s.conn.CloseNow()
+		return
+	}
+	// Close waits for the peer's answer; a peer that never answers must not
+	// hold the session (or a shutdown) for the library's 5 s.
+	t := time.AfterFunc(s.cfg.CloseGrace, func() { _ = s.nc.Close() })
+	_ = s.conn.Close(code, reason)
+	t.Stop()
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// ping runs on its own short-lived goroutine each ping interval.
+func (s *Session) ping() {
+	s.mu.Lock()
+	if s.pingStopped {
+		s.mu.Unlock()
+		return
+	}
+	skip := s.parked > 0
+	s.pingWG.Add(1)
+	s.mu.Unlock()
+	defer s.pingWG.Done()
+
+	if !skip {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PingTimeout)
+		err := s.conn.Ping(ctx)
+		cancel()
+		if err != nil {
+			select {
+			case <-s.closing:
+			default:
+				s.log.Info().Err(err).Msg("keepalive ping failed")
+				s.Close(websocket.StatusPolicyViolation, "policy")
+			}
+			return
+		}
+	}
+	s.mu.Lock()
+	if !s.pingStopped {
+		s.pingTimer.Reset(s.cfg.PingInterval)
+	}
+	s.mu.Unlock()
+}
+
+var epoch = time.Now()
+
+// Now is a monotonic clock in nanoseconds, for Item.Enqueued.
+func Now() int64 { return int64(time.Since(epoch)) }
