@@ -52,12 +52,12 @@ type Queue struct {
 	ready chan struct{} // cap 1: wakes the writer
 
 	// Guarded by mu.
-	mu     sync.Mutex
-	items  []Item // FIFO
+	mu      sync.Mutex
+	items   []Item // FIFO
 	bytes   int64
 	pending int // items pushed and not yet Done
 	closed  bool
-	space  chan struct{} // closed and replaced when bytes are freed; nil if nobody waits
+	space   chan struct{} // closed and replaced when bytes are freed; nil if nobody waits
 }
 
 // NewQueue returns a queue holding at most limit bytes. A message larger than
