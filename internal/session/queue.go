@@ -24,8 +24,14 @@ type Item struct {
 	// Enqueued is when the item was pushed (monotonic nanoseconds), for the
 	// delivery latency histogram.
 	Enqueued int64
+
+	// bytes is what the item counts against the queue bound, fixed when it is
+	// pushed: once the writer releases a Buf, its length is no longer the
+	// item's (the Buf may already hold another message).
+	bytes int64
 }
 
+// size is what it counts against the queue bound when pushed.
 func (it Item) size() int64 {
 	if it.Buf != nil {
 		return int64(len(it.Buf.B))
@@ -98,6 +104,7 @@ func (q *Queue) Push(it Item, stop <-chan struct{}) error {
 // wait is set.
 func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
 	n := it.size()
+	it.bytes = n
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -140,7 +147,7 @@ func (q *Queue) TakeAll(dst []Item) []Item {
 // Done reports a taken item written (or dropped), freeing its room.
 func (q *Queue) Done(it Item) {
 	q.mu.Lock()
-	q.bytes -= it.size()
+	q.bytes -= it.bytes
 	q.pending--
 	if q.space != nil {
 		close(q.space)
@@ -171,7 +178,7 @@ func (q *Queue) Close() {
 	rest := q.items
 	q.items = nil
 	for _, it := range rest {
-		q.bytes -= it.size()
+		q.bytes -= it.bytes
 		q.pending--
 	}
 	if q.space != nil {
