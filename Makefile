@@ -30,3 +30,11 @@ check: ## formatting and go vet
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParseParams -fuzztime 30s ./internal/forward/
 	$(GO) test -run '^$$' -fuzz FuzzValidator -fuzztime 30s ./internal/utf8stream/
+
+.PHONY: bench
+bench: ## wsproxy side by side with NATS and no-relay baselines, every workload (about 5-10 min; see BENCHMARKS.md)
+	$(GO) run ./cmd/proxybench
+
+.PHONY: bench-quick
+bench-quick: ## smaller, shorter versions of the same workloads (under a minute)
+	$(GO) run ./cmd/proxybench -quick
