@@ -156,6 +156,23 @@ func (q *Queue) Done(it Item) {
 	q.mu.Unlock()
 }
 
+// DoneAll reports taken items written (or dropped), freeing their room.
+func (q *Queue) DoneAll(items []Item) {
+	if len(items) == 0 {
+		return
+	}
+	q.mu.Lock()
+	for _, it := range items {
+		q.bytes -= it.bytes
+	}
+	q.pending -= len(items)
+	if q.space != nil {
+		close(q.space)
+		q.space = nil
+	}
+	q.mu.Unlock()
+}
+
 // Bytes is the number of bytes queued or being written.
 func (q *Queue) Bytes() int64 {
 	q.mu.Lock()

@@ -242,36 +242,82 @@ func (s *Session) writeLoop() {
 			continue
 		}
 		batch = s.q.TakeAll(batch[:0])
-		for i, it := range batch {
+		for i := 0; i < len(batch); {
 			if err == nil {
 				select {
 				case <-s.closing:
 					err = io.EOF
 				default:
-					err = s.write(it)
 				}
-			} else {
-				it.release()
 			}
-			s.q.Done(it)
-			batch[i] = Item{}
+			switch {
+			case err != nil:
+				batch[i].release()
+				s.q.Done(batch[i])
+				i++
+			case batch[i].Buf == nil:
+				err = s.writeStream(batch[i].Cursor, batch[i].Enqueued)
+				s.q.Done(batch[i])
+				i++
+			default:
+				i, err = s.writeRun(batch, i)
+			}
 		}
+		clear(batch)
 	}
 	s.finish(err)
 }
 
-// write delivers one item and gives up its reference.
-func (s *Session) write(it Item) error {
-	if it.Buf != nil {
-		b := it.Buf
-		err := s.conn.Write(context.Background(), b.Type, b.B)
-		if err == nil {
-			s.delivered(b.Type, int64(len(b.B)), it.Enqueued)
+// runBytes is about how many bytes of whole messages the writer hands to the
+// socket corked, in as few system calls as the cork allows, before freeing
+// their room in the queue.
+const runBytes = 64 << 10
+
+// writeRun writes whole messages from batch[i:], corked, until runBytes are
+// written, a streamed message comes next, or the session is closing. It gives
+// up their references, marks them done, and returns where it stopped.
+func (s *Session) writeRun(batch []Item, i int) (int, error) {
+	s.nc.Cork()
+	j := i
+	var n int
+	var err error
+	for j < len(batch) && batch[j].Buf != nil && n < runBytes {
+		if j > i {
+			select {
+			case <-s.closing:
+				err = io.EOF
+			default:
+			}
+			if err != nil {
+				break
+			}
 		}
-		b.Release()
-		return err
+		b := batch[j].Buf
+		if err = s.conn.Write(context.Background(), b.Type, b.B); err != nil {
+			break
+		}
+		n += len(b.B)
+		j++
 	}
-	return s.writeStream(it.Cursor, it.Enqueued)
+	// A corked write only fails once it reaches the socket: the messages
+	// are delivered when the flush succeeds.
+	ferr := s.nc.Uncork()
+	for _, it := range batch[i:j] {
+		if ferr == nil {
+			s.delivered(it.Buf.Type, int64(len(it.Buf.B)), it.Enqueued)
+		}
+		it.Buf.Release()
+	}
+	if err != nil && j < len(batch) && batch[j].Buf != nil {
+		// Not written: the session is closing, or its write failed.
+		batch[j].Buf.Release()
+		j++
+	}
+	s.q.DoneAll(batch[i:j])
+	if err == nil {
+		err = ferr
+	}
+	return j, err
 }
 
 // writeStream relays a streamed message as its sender's bytes arrive. The
