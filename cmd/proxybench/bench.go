@@ -21,8 +21,17 @@ type bench struct {
 	root string
 	log  io.Writer
 
-	fan     map[string]map[int]fanoutResult // system -> size -> result
-	targets []target
+	fan       map[string]map[int]fanoutResult // system -> size -> result
+	targets   []target
+	proxyOnly bool // skip NATS and the baselines (for quick iterations)
+}
+
+// systems filters names down to wsproxy under -proxy-only.
+func (b *bench) systems(names ...string) []string {
+	if b.proxyOnly {
+		return []string{"wsproxy"}
+	}
+	return names
 }
 
 // target is one line of the targets table.
@@ -56,7 +65,7 @@ func (b *bench) fanout(out *strings.Builder) error {
 		fanGroups, fanMembers, fanMembers-1, fanWindow, p.fanMeasure, p.fanWarmup, fanGroups)
 	for _, size := range fanSizes {
 		var rows []fanoutResult
-		for _, sysName := range []string{"wsproxy", "nats"} {
+		for _, sysName := range b.systems("wsproxy", "nats") {
 			logf(b.log, "fan-out %s %d B", sysName, size)
 			srv, sys, err := b.startSystem(sysName)
 			if err != nil {
@@ -76,7 +85,10 @@ func (b *bench) fanout(out *strings.Builder) error {
 			}
 			b.fan[sysName][size] = r
 		}
-		for _, mode := range []string{"ws", "tcp"} {
+		for _, mode := range b.systems("ws", "tcp") {
+			if mode == "wsproxy" {
+				continue
+			}
 			logf(b.log, "fan-out baseline %s %d B", mode, size)
 			srv, err := startSink(b.bins, b.bins.dir, mode)
 			if err != nil {
@@ -98,6 +110,9 @@ func (b *bench) fanout(out *strings.Builder) error {
 				count(r.perCPU()), ratio(r.perCPU(), nats.perCPU()), r.receivedTotal, r.expectedTotal, r.gaps)
 		}
 		ws := b.fan["wsproxy"][size]
+		if b.proxyOnly {
+			continue
+		}
 		ok := ws.perCPU() >= 1.25*nats.perCPU() && ws.gaps == 0 && ws.receivedTotal == ws.expectedTotal
 		b.judge("fan-out "+sizeName(int64(size)), "deliveries per server CPU-s >= 1.25 x NATS", ok,
 			"%s vs %s (%s)", count(ws.perCPU()), count(nats.perCPU()), ratio(ws.perCPU(), nats.perCPU()))
@@ -135,7 +150,7 @@ func (b *bench) latency(out *strings.Builder) error {
 	for _, size := range fanSizes {
 		maxRate := b.fan["wsproxy"][size].perSec() / float64(fanMembers-1)
 		perSender := maxRate / 2 / fanGroups
-		for _, sysName := range []string{"wsproxy", "nats"} {
+		for _, sysName := range b.systems("wsproxy", "nats") {
 			logf(b.log, "latency %s %d B at %.0f msgs/s per sender", sysName, size, perSender)
 			srv, sys, err := b.startSystem(sysName)
 			if err != nil {
@@ -174,7 +189,7 @@ func (b *bench) idle(out *strings.Builder) error {
 		"coder/websocket connection with one goroutine blocked reading; the tcp sink one goroutine per socket.\n\n", n)
 	fmt.Fprintf(out, "| system | connections | RSS before | RSS after | per connection | vs wsproxy |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	var wsPer float64
-	for _, name := range []string{"wsproxy", "nats", "ws", "tcp"} {
+	for _, name := range b.systems("wsproxy", "nats", "ws", "tcp") {
 		srv, err := b.startAny(name)
 		if err != nil {
 			return err
@@ -221,7 +236,7 @@ func (b *bench) handshakes(out *strings.Builder) error {
 		"(for tcp: to the dial returning). wsproxy connections join groups of 2. NATS connections are counted at "+
 		"the 101, before any NATS protocol.\n\n", n, workers)
 	fmt.Fprintf(out, "| system | connections | per second | p50 | p99 | max | server CPU s | failures |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, name := range []string{"wsproxy", "nats", "ws", "tcp"} {
+	for _, name := range b.systems("wsproxy", "nats", "ws", "tcp") {
 		srv, err := b.startAny(name)
 		if err != nil {
 			return err
@@ -342,7 +357,7 @@ func (b *bench) slow(out *strings.Builder) error {
 		"got / messages sent; the window figure is the lowest share in any whole one-second window of arrival time.\n\n",
 		rate, sizeName(size), receivers, p.slowDur)
 	fmt.Fprintf(out, "| system | sent | lowest share, whole run | lowest share, 1 s window | gaps | slow consumers closed | RSS before | peak RSS (VmHWM) |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, name := range []string{"wsproxy", "nats"} {
+	for _, name := range b.systems("wsproxy", "nats") {
 		var srv *server
 		var sys system
 		var err error
