@@ -3,7 +3,9 @@
 package metrics
 
 import (
+	"math"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -27,7 +29,7 @@ type Metrics struct {
 	deliveries  [3]prometheus.Counter
 	bytesOut    [3]prometheus.Counter
 	messageSize prometheus.Histogram
-	latency     prometheus.Histogram
+	latency     *latencyHistogram
 }
 
 // New creates the collectors and registers them, with the Go and process
@@ -55,10 +57,8 @@ func New() *Metrics {
 			Name: "wsproxy_message_size_bytes", Help: "Size of messages received from clients.",
 			Buckets: prometheus.ExponentialBuckets(64, 4, 12), // 64 B .. 256 MiB
 		}),
-		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "wsproxy_delivery_latency_seconds", Help: "Time from a message being queued for a receiver to its being written.",
-			Buckets: prometheus.ExponentialBuckets(0.00005, 2.5, 12), // 50 µs .. ~3 min
-		}),
+		latency: &latencyHistogram{desc: prometheus.NewDesc("wsproxy_delivery_latency_seconds",
+			"Time from a message being queued for a receiver to its being written.", nil, nil)},
 	}
 	msgIn := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "wsproxy_messages_in_total", Help: "Messages received from clients, by type.",
@@ -128,9 +128,100 @@ func (m *Metrics) Received(t websocket.MessageType, n int64) {
 	m.messageSize.Observe(float64(n))
 }
 
-// Delivered counts a message written to a receiver, queued at enqueued.
+// Delivered counts a message written to a receiver, queued for that long.
+// A writer delivering many messages uses Deliveries instead.
 func (m *Metrics) Delivered(t websocket.MessageType, n int64, queued time.Duration) {
-	m.deliveries[t].Inc()
-	m.bytesOut[t].Add(float64(n))
-	m.latency.Observe(queued.Seconds())
+	var d Deliveries
+	d.Add(t, n, queued)
+	m.AddDeliveries(&d)
+}
+
+// latencyBuckets are the upper bounds of wsproxy_delivery_latency_seconds:
+// 50 µs to about 3 min.
+var latencyBuckets = prometheus.ExponentialBuckets(0.00005, 2.5, numLatencyBuckets)
+
+const numLatencyBuckets = 12
+
+// Deliveries collects one writer's deliveries so that they reach the shared
+// collectors in one go (AddDeliveries) rather than one message at a time:
+// those collectors are shared by every session, and touching them per
+// message costs more than the rest of a small message's delivery. The zero
+// value is empty; a Deliveries belongs to one goroutine.
+type Deliveries struct {
+	msgs, bytes [3]uint64 // indexed by websocket.MessageType
+	lat         [numLatencyBuckets + 1]uint64
+	latSum      float64
+}
+
+// Add records one message of n bytes written to a receiver after being
+// queued for that long.
+func (d *Deliveries) Add(t websocket.MessageType, n int64, queued time.Duration) {
+	d.msgs[t]++
+	d.bytes[t] += uint64(n)
+	v := queued.Seconds()
+	i := 0
+	for i < numLatencyBuckets && v > latencyBuckets[i] {
+		i++
+	}
+	d.lat[i]++
+	d.latSum += v
+}
+
+// Totals is the number of messages and bytes d holds.
+func (d *Deliveries) Totals() (msgs, bytes int64) {
+	for t := range d.msgs {
+		msgs += int64(d.msgs[t])
+		bytes += int64(d.bytes[t])
+	}
+	return msgs, bytes
+}
+
+// AddDeliveries adds what d collected to the collectors and empties d.
+func (m *Metrics) AddDeliveries(d *Deliveries) {
+	for t := range d.msgs {
+		if d.msgs[t] > 0 {
+			m.deliveries[t].Add(float64(d.msgs[t]))
+			m.bytesOut[t].Add(float64(d.bytes[t]))
+		}
+	}
+	m.latency.add(d)
+	*d = Deliveries{}
+}
+
+// latencyHistogram is wsproxy_delivery_latency_seconds. Unlike
+// prometheus.Histogram it takes whole batches of observations.
+type latencyHistogram struct {
+	desc    *prometheus.Desc
+	counts  [numLatencyBuckets + 1]atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	sumBits atomic.Uint64                        // float64
+}
+
+func (h *latencyHistogram) add(d *Deliveries) {
+	for i, n := range d.lat {
+		if n > 0 {
+			h.counts[i].Add(n)
+		}
+	}
+	if d.latSum == 0 {
+		return
+	}
+	for {
+		old := h.sumBits.Load()
+		if h.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+d.latSum)) {
+			return
+		}
+	}
+}
+
+func (h *latencyHistogram) Describe(ch chan<- *prometheus.Desc) { ch <- h.desc }
+
+func (h *latencyHistogram) Collect(ch chan<- prometheus.Metric) {
+	buckets := make(map[float64]uint64, numLatencyBuckets)
+	var n uint64
+	for i, upper := range latencyBuckets {
+		n += h.counts[i].Load()
+		buckets[upper] = n
+	}
+	n += h.counts[numLatencyBuckets].Load()
+	ch <- prometheus.MustNewConstHistogram(h.desc, n, math.Float64frombits(h.sumBits.Load()), buckets)
 }

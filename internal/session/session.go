@@ -206,13 +206,6 @@ func (s *Session) Stats() Stats {
 	return s.stats.Stats
 }
 
-func (s *Session) countOut(n int64) {
-	s.stats.Lock()
-	s.stats.MessagesOut++
-	s.stats.BytesOut += n
-	s.stats.Unlock()
-}
-
 // Wait blocks until the writer and any keepalive ping have returned.
 func (s *Session) Wait() {
 	<-s.writerDone
@@ -233,6 +226,7 @@ var errSenderAborted = errors.New("sender aborted the message being delivered")
 func (s *Session) writeLoop() {
 	defer close(s.writerDone)
 	var batch []Item
+	var dlv metrics.Deliveries
 	var err error
 	for err == nil {
 		select {
@@ -256,14 +250,15 @@ func (s *Session) writeLoop() {
 				s.q.Done(batch[i])
 				i++
 			case batch[i].Buf == nil:
-				err = s.writeStream(batch[i].Cursor, batch[i].Enqueued)
+				err = s.writeStream(batch[i].Cursor, batch[i].Enqueued, &dlv)
 				s.q.Done(batch[i])
 				i++
 			default:
-				i, err = s.writeRun(batch, i)
+				i, err = s.writeRun(batch, i, &dlv)
 			}
 		}
 		clear(batch)
+		s.delivered(&dlv)
 	}
 	s.finish(err)
 }
@@ -276,7 +271,7 @@ const runBytes = 64 << 10
 // writeRun writes whole messages from batch[i:], corked, until runBytes are
 // written, a streamed message comes next, or the session is closing. It gives
 // up their references, marks them done, and returns where it stopped.
-func (s *Session) writeRun(batch []Item, i int) (int, error) {
+func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, error) {
 	s.nc.Cork()
 	j := i
 	var n int
@@ -302,9 +297,10 @@ func (s *Session) writeRun(batch []Item, i int) (int, error) {
 	// A corked write only fails once it reaches the socket: the messages
 	// are delivered when the flush succeeds.
 	ferr := s.nc.Uncork()
+	now := Now()
 	for _, it := range batch[i:j] {
 		if ferr == nil {
-			s.delivered(it.Buf.Type, int64(len(it.Buf.B)), it.Enqueued)
+			dlv.Add(it.Buf.Type, int64(len(it.Buf.B)), time.Duration(now-it.Enqueued))
 		}
 		it.Buf.Release()
 	}
@@ -323,7 +319,7 @@ func (s *Session) writeRun(batch []Item, i int) (int, error) {
 // writeStream relays a streamed message as its sender's bytes arrive. The
 // WebSocket writer is opened only with the first bytes in hand, so a receiver
 // that had not started a message its sender abandons gets nothing of it.
-func (s *Session) writeStream(cur *message.Cursor, enqueued int64) error {
+func (s *Session) writeStream(cur *message.Cursor, enqueued int64, dlv *metrics.Deliveries) error {
 	defer cur.Detach()
 	typ := cur.Stream().Type
 	var w io.WriteCloser
@@ -350,7 +346,7 @@ func (s *Session) writeStream(cur *message.Cursor, enqueued int64) error {
 				err = w.Close()
 			}
 			if err == nil {
-				s.delivered(typ, n, enqueued)
+				dlv.Add(typ, n, time.Duration(Now()-enqueued))
 			}
 			return err
 		case errors.Is(err, message.ErrAborted):
@@ -364,9 +360,18 @@ func (s *Session) writeStream(cur *message.Cursor, enqueued int64) error {
 	}
 }
 
-func (s *Session) delivered(typ websocket.MessageType, n int64, enqueued int64) {
-	s.countOut(n)
-	s.metrics.Delivered(typ, n, time.Duration(Now()-enqueued))
+// delivered adds what the writer delivered since the last call to the
+// session's totals and the metrics, and empties dlv.
+func (s *Session) delivered(dlv *metrics.Deliveries) {
+	msgs, bytes := dlv.Totals()
+	if msgs == 0 {
+		return
+	}
+	s.stats.Lock()
+	s.stats.MessagesOut += msgs
+	s.stats.BytesOut += bytes
+	s.stats.Unlock()
+	s.metrics.AddDeliveries(dlv)
 }
 
 // finish closes the socket after the writer stops, with the close frame the
