@@ -33,6 +33,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 
+	if addr := getenv(pprofEnv); addr != "" {
+		stop, err := startPprof(addr, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	m := metrics.New()
 	fwd := forward.NewServer(cfg.Forward, log, m)
 	srv := &http.Server{
