@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
@@ -23,7 +24,15 @@ type bench struct {
 
 	fan       map[string]map[int]fanoutResult // system -> size -> result
 	targets   []target
-	proxyOnly bool // skip NATS and the baselines (for quick iterations)
+	proxyOnly bool   // skip NATS and the baselines (for quick iterations)
+	pprofDir  string // where proxy CPU profiles go, if set
+}
+
+func (b *bench) profilePath(name string) string {
+	if b.pprofDir == "" {
+		return ""
+	}
+	return filepath.Join(b.pprofDir, name)
 }
 
 // systems filters names down to wsproxy under -proxy-only.
@@ -74,6 +83,7 @@ func (b *bench) fanout(out *strings.Builder) error {
 			r, err := runFanout(b.ctx, sysName, sys, srv, fanoutConfig{
 				groups: fanGroups, members: fanMembers, size: size,
 				warmup: p.fanWarmup, measure: p.fanMeasure, window: fanWindow,
+				profile: b.profilePath(fmt.Sprintf("fanout-%d.pprof", size)),
 			})
 			srv.stop()
 			if err != nil {
@@ -159,6 +169,7 @@ func (b *bench) latency(out *strings.Builder) error {
 			r, err := runFanout(b.ctx, sysName, sys, srv, fanoutConfig{
 				groups: fanGroups, members: fanMembers, size: size,
 				warmup: p.fanWarmup, measure: p.latMeasure, rate: perSender,
+				profile: b.profilePath(fmt.Sprintf("latency-%d.pprof", size)),
 			})
 			srv.stop()
 			if err != nil {

@@ -24,6 +24,9 @@ type fanoutConfig struct {
 	// rate, if set, makes the run open-loop: each sender sends this many
 	// messages per second on a fixed schedule, whatever happens downstream.
 	rate float64
+	// profile, if set and the server has pprof on, is where a CPU profile
+	// of the measured window goes.
+	profile string
 }
 
 type fanoutResult struct {
@@ -200,8 +203,17 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 	sleepCtx(ctx, cfg.warmup)
 	d0, s0, c0, t0 := count(), sentTotal.Load(), srv.cpu(), time.Now()
 	measuring.Store(true)
+	var prof <-chan error
+	if cfg.profile != "" && srv.pprof != "" {
+		prof = profileCPU(srv, cfg.measure, cfg.profile)
+	}
 	sleepCtx(ctx, cfg.measure)
 	measuring.Store(false)
+	if prof != nil {
+		if err := <-prof; err != nil {
+			return res, fmt.Errorf("profile: %w", err)
+		}
+	}
 	d1, s1, c1, t1 := count(), sentTotal.Load(), srv.cpu(), time.Now()
 	stop.Store(true)
 	for _, g := range groups {

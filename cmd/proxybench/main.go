@@ -91,6 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	quick := fs.Bool("quick", false, "smaller, shorter versions of every workload (under a minute)")
 	only := fs.String("only", "", "comma-separated workloads to run: "+strings.Join(allWorkloads, ","))
 	keepLogs := fs.Bool("keep-logs", false, "keep the servers' logs (their directory is printed)")
+	pprofDir := fs.String("pprof", "", "directory for CPU profiles of the proxy during the fan-out and latency runs (turns on its WSPROXY_PPROF_ADDR listener)")
 	proxyOnly := fs.Bool("proxy-only", false, "run wsproxy alone: no NATS and no baselines except where a target needs one")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -130,7 +131,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(bins.dir)
 	}
 
-	b := &bench{ctx: ctx, p: p, bins: bins, root: root, log: stderr, proxyOnly: *proxyOnly}
+	b := &bench{ctx: ctx, p: p, bins: bins, root: root, log: stderr, proxyOnly: *proxyOnly, pprofDir: *pprofDir}
+	if *pprofDir != "" {
+		if err := os.MkdirAll(*pprofDir, 0o755); err != nil {
+			return err
+		}
+		pprofEnabled = true
+	}
 	var out strings.Builder
 	out.WriteString(machineHeader(root, args))
 	steps := []struct {

@@ -70,6 +70,7 @@ type server struct {
 	cmd     *exec.Cmd
 	addr    string // host:port of the data listener
 	monitor string // base URL of an HTTP endpoint with counters, if any
+	pprof   string // base URL of the proxy's pprof listener, if enabled
 	stdin   io.WriteCloser
 	done    chan error
 	logPath string
@@ -105,8 +106,11 @@ func (s *server) stop() {
 	}
 }
 
-func startCmd(name string, bin string, args []string, logDir string) (*server, *bufio.Reader, error) {
+func startCmd(name string, bin string, args []string, logDir string, env ...string) (*server, *bufio.Reader, error) {
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	logPath := filepath.Join(logDir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -133,6 +137,9 @@ func startCmd(name string, bin string, args []string, logDir string) (*server, *
 	return s, bufio.NewReader(out), nil
 }
 
+// pprofEnabled makes startProxy turn on the proxy's pprof listener.
+var pprofEnabled bool
+
 // startProxy runs the built wsproxy on a free loopback port and waits for
 // /readyz.
 func startProxy(b *binaries, logDir string, extra ...string) (*server, error) {
@@ -142,10 +149,21 @@ func startProxy(b *binaries, logDir string, extra ...string) (*server, error) {
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	args := append([]string{"--addr", addr, "--log-format", "json"}, extra...)
-	s, out, err := startCmd("wsproxy", b.proxy, args, logDir)
+	var env []string
+	var pprofURL string
+	if pprofEnabled {
+		pport, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		env = append(env, "WSPROXY_PPROF_ADDR=127.0.0.1:"+strconv.Itoa(pport))
+		pprofURL = "http://127.0.0.1:" + strconv.Itoa(pport)
+	}
+	s, out, err := startCmd("wsproxy", b.proxy, args, logDir, env...)
 	if err != nil {
 		return nil, err
 	}
+	s.pprof = pprofURL
 	go func() { _, _ = io.Copy(io.Discard, out) }()
 	s.addr = addr
 	s.monitor = "http://" + addr
@@ -348,4 +366,30 @@ func waitConnections(s *server, n int, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return fmt.Errorf("%s: %v connections after %v, want %d (err %v)", s.name, got, timeout, n, err)
+}
+
+// profileCPU saves a CPU profile of the proxy over d to path, in the
+// background; wait for the returned channel.
+func profileCPU(s *server, d time.Duration, path string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		secs := max(1, int(d.Round(time.Second)/time.Second))
+		resp, err := http.Get(s.pprof + "/debug/pprof/profile?seconds=" + strconv.Itoa(secs))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(path)
+		if err != nil {
+			done <- err
+			return
+		}
+		_, err = io.Copy(f, resp.Body)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		done <- err
+	}()
+	return done
 }
