@@ -10,8 +10,9 @@
 //     deadline on a whole message;
 //   - a way to abort a write in progress without closing the socket's read side
 //     first;
-//   - corking: the library flushes after every message, one system call each;
-//     a corked Conn collects those writes and sends them together.
+//   - WriteFrames: whole data frames from the proxy's session writer, many
+//     messages in one system call, slotted between the frames the library
+//     writes (see WriteFrames for why that is safe).
 package hijack
 
 import (
@@ -25,8 +26,16 @@ import (
 	"time"
 )
 
-// ErrWritesAborted is returned by Write after AbortWrites.
-var ErrWritesAborted = errors.New("writes aborted")
+var (
+	// ErrWritesAborted is returned by Write after AbortWrites.
+	ErrWritesAborted = errors.New("writes aborted")
+	// ErrCloseSent is returned by WriteFrames once a close frame has been
+	// written: no data frame may follow it (RFC 6455 section 5.5.1).
+	ErrCloseSent = errors.New("close frame already sent")
+	// ErrMidFrame is returned by WriteFrames called while a frame the library
+	// writes is incomplete: a bug in the caller.
+	ErrMidFrame = errors.New("frames written in the middle of another frame")
+)
 
 // Conn is a net.Conn that records read failures and bounds write stalls.
 // All methods may be called concurrently, as for any net.Conn.
@@ -38,31 +47,16 @@ type Conn struct {
 
 	readFailed atomic.Bool // a Read on the socket returned an error (EOF included)
 
-	// Guarded by mu: aborted, closing and the write deadline are set together
-	// so that an abort or a close cannot be overtaken by a Write refreshing its
-	// deadline.
+	// Guarded by mu: aborted and the write deadline are set together so an
+	// abort cannot be overtaken by a Write refreshing its deadline.
 	mu      sync.Mutex
 	aborted bool
-	closing bool
 
-	// Guarded by wmu, held for every socket write: whether writes are corked,
-	// and the bytes held back meanwhile (a pooled buffer, only while corked
-	// and not empty).
-	wmu    sync.Mutex
-	corked bool
-	held   *[]byte
+	// Guarded by wmu, held for every socket write, so that what one Write or
+	// WriteFrames call carries reaches the socket in one piece.
+	wmu sync.Mutex
+	out frameScanner // follows the frames written through Write
 }
-
-// corkBufSize bounds what a corked Conn holds back: when a write does not fit,
-// what is held is sent first. It is also about the most one write system call
-// of a small-message batch carries.
-const corkBufSize = 64 << 10
-
-var corkBufs = sync.Pool{New: func() any { b := make([]byte, 0, corkBufSize); return &b }}
-
-// closeFlushTimeout bounds how long Close spends sending bytes held back by a
-// cork (typically a close frame the library wrote just before closing).
-const closeFlushTimeout = 100 * time.Millisecond
 
 // NewConn wraps c. A Write fails when the peer accepts no bytes for
 // writeTimeout (0 means no timeout).
@@ -85,121 +79,82 @@ func (c *Conn) Read(p []byte) (int, error) {
 // cut short by the connection dropping.
 func (c *Conn) ReadFailed() bool { return c.readFailed.Load() }
 
-// Write writes all of p. With a write timeout set, it fails only if the peer
-// accepts no bytes for that long; a slow peer that keeps accepting bytes is
-// given all the time it needs.
-//
-// While the Conn is corked, p may instead be held back and sent with what
-// follows it, at the latest by Uncork or Close; a failure to send it is
-// reported there.
+// Write writes all of p: the WebSocket library's output. With a write timeout
+// set, it fails only if the peer accepts no bytes for that long; a slow peer
+// that keeps accepting bytes is given all the time it needs.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if !c.corked {
-		return c.writeLocked(p)
-	}
-	if c.held == nil {
-		c.held = corkBufs.Get().(*[]byte)
-	}
-	if len(*c.held)+len(p) > cap(*c.held) {
-		if err := c.flushLocked(); err != nil {
-			return 0, err
-		}
-		if len(p) > cap(*c.held)/2 {
-			return c.writeLocked(p) // large: no point copying it
-		}
-	}
-	*c.held = append(*c.held, p...)
-	return len(p), nil
+	// Scan first: a close frame counts as sent even if only part of it left.
+	c.out.scan(p)
+	return c.write(func() (int64, error) {
+		n, err := c.Conn.Write(p)
+		p = p[n:]
+		return int64(n), err
+	})
 }
 
-// Cork holds writes back until Uncork, so that the frames of several messages
-// leave in one system call. Frames other goroutines write meanwhile (the
-// library's pongs and close frames) are held back too, in order: a corking
-// writer must uncork as soon as it has nothing left to write at once, and
-// never wait on anything but this socket while corked.
-func (c *Conn) Cork() {
-	c.wmu.Lock()
-	c.corked = true
-	c.wmu.Unlock()
-}
-
-// Uncork sends what was held back and lets writes through again.
-func (c *Conn) Uncork() error {
+// WriteFrames writes bufs, which hold whole WebSocket frames of complete data
+// messages, in as few system calls as the socket allows. The write timeout
+// applies as for Write. bufs is consumed.
+//
+// The library writes its own frames (data frames of streamed messages, pings,
+// pongs, close frames) through Write, each from a whole-frame buffer under its
+// frame lock. WriteFrames holds the same socket lock as Write, so its frames
+// never land inside one of the library's frames as long as the library is
+// between frames, which it checks (ErrMidFrame); and it refuses to write once
+// the library has sent a close frame (ErrCloseSent). The caller must be the
+// connection's only writer of data messages, and must not call WriteFrames
+// while a message it writes through the library is unfinished.
+func (c *Conn) WriteFrames(bufs *net.Buffers) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.corked = false
-	err := c.flushLocked()
-	if c.held != nil {
-		*c.held = (*c.held)[:0]
-		corkBufs.Put(c.held)
-		c.held = nil
+	switch {
+	case c.out.closeSent:
+		return ErrCloseSent
+	case !c.out.atBoundary():
+		return ErrMidFrame
 	}
+	_, err := c.write(func() (int64, error) { return bufs.WriteTo(c.Conn) })
 	return err
 }
 
-// flushLocked sends what is held back. c.wmu is held.
-func (c *Conn) flushLocked() error {
-	if c.held == nil || len(*c.held) == 0 {
-		return nil
-	}
-	_, err := c.writeLocked(*c.held)
-	*c.held = (*c.held)[:0]
-	return err
-}
-
-// Close sends what a cork still holds back, for at most closeFlushTimeout,
-// then closes the socket.
-func (c *Conn) Close() error {
-	c.mu.Lock()
-	c.closing = true
-	if !c.aborted {
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
-	}
-	c.mu.Unlock()
-	// A write in progress ends by the deadline at the latest.
-	c.wmu.Lock()
-	_ = c.flushLocked()
-	c.wmu.Unlock()
-	return c.Conn.Close()
-}
-
-// writeLocked writes p to the socket. c.wmu is held.
-func (c *Conn) writeLocked(p []byte) (int, error) {
+// write runs w, which writes what is left of something to the socket, until
+// it is all written, refreshing the write deadline while the peer makes
+// progress. c.wmu is held.
+func (c *Conn) write(w func() (int64, error)) (int, error) {
 	if c.writeTimeout <= 0 {
 		if c.isAborted() {
 			return 0, ErrWritesAborted
 		}
-		n, err := c.Conn.Write(p)
+		n, err := w()
 		if err != nil && c.isAborted() {
 			err = ErrWritesAborted // not the past deadline AbortWrites set
 		}
-		return n, err
+		return int(n), err
 	}
-	written := 0
+	var written int64
 	for {
 		c.mu.Lock()
 		if c.aborted {
 			c.mu.Unlock()
-			return written, ErrWritesAborted
+			return int(written), ErrWritesAborted
 		}
-		if !c.closing {
-			_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-		}
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 		c.mu.Unlock()
 
-		n, err := c.Conn.Write(p[written:])
+		n, err := w()
 		written += n
 		if err == nil {
-			return written, nil
+			return int(written), nil
 		}
-		if n > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !c.isAborted() && !c.isClosing() {
+		if n > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !c.isAborted() {
 			continue // progress was made: the peer is slow, not stuck
 		}
 		if c.isAborted() {
-			return written, ErrWritesAborted
+			return int(written), ErrWritesAborted
 		}
-		return written, err
+		return int(written), err
 	}
 }
 
@@ -216,12 +171,6 @@ func (c *Conn) isAborted() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.aborted
-}
-
-func (c *Conn) isClosing() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closing
 }
 
 // ResponseWriter wraps an http.ResponseWriter so that Hijack returns a *Conn.

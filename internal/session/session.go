@@ -264,20 +264,45 @@ func (s *Session) writeLoop() {
 }
 
 // runBytes is about how many bytes of whole messages the writer hands to the
-// socket corked, in as few system calls as the cork allows, before freeing
-// their room in the queue.
+// socket in one go (one writev) before it frees their room in the queue.
 const runBytes = 64 << 10
 
-// writeRun writes whole messages from batch[i:], corked, until runBytes are
-// written, a streamed message comes next, or the session is closing. It gives
-// up their references, marks them done, and returns where it stopped.
+// copyMax is the largest payload a run copies next to the frame headers; a
+// larger one is written from its Buf.
+const copyMax = 1 << 10
+
+// run is the frames of a run of whole messages, ready for one writev: frame
+// headers and small payloads copied into buf, larger payloads by reference.
+type run struct {
+	buf  []byte // never grows past its capacity: bufs point into it
+	bufs net.Buffers
+	vec  net.Buffers // bufs' backing array, kept across uses
+}
+
+var runs = sync.Pool{New: func() any { return &run{buf: make([]byte, 0, runBytes+hijack.MaxHeaderLen)} }}
+
+// writeRun writes whole messages from batch[i:] as data frames, in one go,
+// until about runBytes are written, a streamed message comes next, or the
+// session is closing. It gives up their references, marks them done, and
+// returns where it stopped.
+//
+// The frames go to the socket through hijack.Conn.WriteFrames rather than
+// through the library, which would flush (one system call) and take its
+// channel-based locks for every message; hijack.Conn keeps them from landing
+// inside a frame the library is writing, and from following a close frame.
 func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, error) {
-	s.nc.Cork()
+	r := runs.Get().(*run)
+	buf, bufs := r.buf[:0], r.vec[:0]
+	seg := 0 // where the part of buf not yet in bufs begins
 	j := i
-	var n int
 	var err error
-	for j < len(batch) && batch[j].Buf != nil && n < runBytes {
+	for ; j < len(batch) && batch[j].Buf != nil; j++ {
+		b := batch[j].Buf
+		size := hijack.MaxHeaderLen + len(b.B)
 		if j > i {
+			if len(buf)+size > runBytes {
+				break
+			}
 			select {
 			case <-s.closing:
 				err = io.EOF
@@ -287,32 +312,37 @@ func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, e
 				break
 			}
 		}
-		b := batch[j].Buf
-		if err = s.conn.Write(context.Background(), b.Type, b.B); err != nil {
-			break
+		buf = hijack.AppendHeader(buf, b.Type == websocket.MessageText, len(b.B))
+		if len(b.B) <= copyMax {
+			buf = append(buf, b.B...)
+			continue
 		}
-		n += len(b.B)
-		j++
+		bufs = append(bufs, buf[seg:], b.B)
+		seg = len(buf)
 	}
-	// A corked write only fails once it reaches the socket: the messages
-	// are delivered when the flush succeeds.
-	ferr := s.nc.Uncork()
+	if seg < len(buf) {
+		bufs = append(bufs, buf[seg:])
+	}
+	r.vec = bufs[:0]
+	if err == nil {
+		err = s.nc.WriteFrames(&bufs)
+	}
 	now := Now()
 	for _, it := range batch[i:j] {
-		if ferr == nil {
+		if err == nil {
 			dlv.Add(it.Buf.Type, int64(len(it.Buf.B)), time.Duration(now-it.Enqueued))
 		}
 		it.Buf.Release()
 	}
-	if err != nil && j < len(batch) && batch[j].Buf != nil {
-		// Not written: the session is closing, or its write failed.
+	clear(r.vec[:cap(r.vec)])
+	r.buf = buf[:0]
+	runs.Put(r)
+	if err == io.EOF && j < len(batch) && batch[j].Buf != nil {
+		// Not written: the session is closing.
 		batch[j].Buf.Release()
 		j++
 	}
 	s.q.DoneAll(batch[i:j])
-	if err == nil {
-		err = ferr
-	}
 	return j, err
 }
 
@@ -382,6 +412,16 @@ func (s *Session) finish(err error) {
 		s.Close(StatusSenderAborted, "sender aborted")
 	case errors.Is(err, hijack.ErrWritesAborted):
 		// An eviction already recorded why.
+	case errors.Is(err, hijack.ErrCloseSent):
+		// The library has sent a close frame (answering the peer's, or
+		// refusing its frames); the reader records why. Nothing more can be
+		// sent.
+		s.q.Close()
+		_ = s.conn.CloseNow()
+		return
+	case errors.Is(err, hijack.ErrMidFrame):
+		s.log.Error().Err(err).Msg("writer bug")
+		s.Close(websocket.StatusInternalError, "internal error")
 	case err != io.EOF:
 		// The socket failed under a write. A write that stalled past the
 		// write timeout is a slow consumer; anything else is a dead peer.

@@ -1,0 +1,87 @@
+package hijack
+
+// Server-to-client WebSocket frames (RFC 6455 section 5.2): never masked, and
+// the proxy negotiates no extension, so the reserved bits are always 0.
+
+const (
+	opText  = 0x1
+	opClose = 0x8
+	finBit  = 0x80
+)
+
+// MaxHeaderLen is the longest header AppendHeader writes.
+const MaxHeaderLen = 10
+
+// AppendHeader appends the header of one final, unmasked data frame carrying
+// a whole message of n bytes: text if text is set, else binary.
+func AppendHeader(dst []byte, text bool, n int) []byte {
+	op := byte(0x2)
+	if text {
+		op = opText
+	}
+	switch {
+	case n < 126:
+		return append(dst, finBit|op, byte(n))
+	case n <= 0xffff:
+		return append(dst, finBit|op, 126, byte(n>>8), byte(n))
+	default:
+		u := uint64(n)
+		return append(dst, finBit|op, 127,
+			byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
+	}
+}
+
+// frameScanner follows a stream of server frames as it is written, to know
+// where frames begin and whether a close frame has gone out.
+type frameScanner struct {
+	hdr       [MaxHeaderLen]byte
+	hdrN      int   // header bytes seen of the frame being scanned
+	remaining int64 // payload bytes still to come of that frame
+	closeSent bool
+}
+
+// atBoundary reports whether the bytes scanned so far end with a whole frame.
+func (f *frameScanner) atBoundary() bool { return f.hdrN == 0 && f.remaining == 0 }
+
+// scan takes the next bytes of the stream.
+func (f *frameScanner) scan(p []byte) {
+	for len(p) > 0 {
+		if f.remaining > 0 {
+			k := min(int64(len(p)), f.remaining)
+			f.remaining -= k
+			p = p[k:]
+			continue
+		}
+		f.hdr[f.hdrN] = p[0]
+		f.hdrN++
+		p = p[1:]
+		if f.hdrN == 1 {
+			if f.hdr[0]&0x0f == opClose {
+				f.closeSent = true
+			}
+			continue
+		}
+		need := 2
+		switch f.hdr[1] & 0x7f {
+		case 126:
+			need = 4
+		case 127:
+			need = 10
+		}
+		if f.hdrN < need {
+			continue
+		}
+		var n int64
+		switch need {
+		case 2:
+			n = int64(f.hdr[1] & 0x7f)
+		case 4:
+			n = int64(f.hdr[2])<<8 | int64(f.hdr[3])
+		default:
+			for _, b := range f.hdr[2:10] {
+				n = n<<8 | int64(b)
+			}
+		}
+		f.remaining, f.hdrN = n, 0
+	}
+}
