@@ -26,7 +26,8 @@ type Item struct {
 	Enqueued int64
 }
 
-func (it Item) size() int64 {
+// Size is the number of queue bytes the item takes.
+func (it Item) Size() int64 {
 	if it.Buf != nil {
 		return int64(len(it.Buf.B))
 	}
@@ -97,7 +98,7 @@ func (q *Queue) Push(it Item, stop <-chan struct{}) error {
 // push appends it, or returns a channel to wait on when it does not fit and
 // wait is set.
 func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
-	n := it.size()
+	n := it.Size()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -137,10 +138,11 @@ func (q *Queue) TakeAll(dst []Item) []Item {
 	return dst
 }
 
-// Done reports a taken item written (or dropped), freeing its room.
-func (q *Queue) Done(it Item) {
+// Done reports a taken item of size bytes (Item.Size, taken before the item
+// was written: writing releases it) written or dropped, freeing its room.
+func (q *Queue) Done(size int64) {
 	q.mu.Lock()
-	q.bytes -= it.size()
+	q.bytes -= size
 	q.pending--
 	if q.space != nil {
 		close(q.space)
@@ -171,7 +173,7 @@ func (q *Queue) Close() {
 	rest := q.items
 	q.items = nil
 	for _, it := range rest {
-		q.bytes -= it.size()
+		q.bytes -= it.Size()
 		q.pending--
 	}
 	if q.space != nil {

@@ -243,6 +243,7 @@ func (s *Session) writeLoop() {
 		}
 		batch = s.q.TakeAll(batch[:0])
 		for i, it := range batch {
+			size := it.Size()
 			if err == nil {
 				select {
 				case <-s.closing:
@@ -253,7 +254,7 @@ func (s *Session) writeLoop() {
 			} else {
 				it.release()
 			}
-			s.q.Done(it)
+			s.q.Done(size)
 			batch[i] = Item{}
 		}
 	}
