@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -74,6 +75,10 @@ type Session struct {
 		sync.Mutex
 		Stats
 	}
+
+	// Reader activity, for the shutdown drain. Written by the reader only.
+	inMessage atomic.Bool
+	lastRead  atomic.Int64 // Now() when the last message started or ended
 }
 
 // New returns a session for an accepted connection; Start runs it.
@@ -189,6 +194,24 @@ func (s *Session) Parked(p bool) {
 		s.parked--
 	}
 	s.mu.Unlock()
+}
+
+// BeginMessage and EndMessage bracket each message the reader reads.
+func (s *Session) BeginMessage() {
+	s.inMessage.Store(true)
+	s.lastRead.Store(Now())
+}
+
+// EndMessage: see BeginMessage.
+func (s *Session) EndMessage() {
+	s.inMessage.Store(false)
+	s.lastRead.Store(Now())
+}
+
+// Quiet reports whether the reader is between messages and has not started
+// or finished one since the Now() timestamp since.
+func (s *Session) Quiet(since int64) bool {
+	return !s.inMessage.Load() && s.lastRead.Load() < since
 }
 
 // CountIn adds a received message to the session's totals.
