@@ -51,11 +51,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Str("buffer_bytes", config.FormatSize(int64(f.BufferBytes))).
 		Str("send_queue_bytes", config.FormatSize(f.SendQueueBytes)).
 		Stringer("slow_consumer", f.SlowConsumer).
-		Dur("message_idle_timeout", f.MessageIdleTimeout).
-		Dur("write_timeout", f.WriteTimeout).
-		Dur("ping_interval", f.PingInterval).
-		Dur("ping_timeout", f.PingTimeout).
-		Dur("shutdown_timeout", cfg.ShutdownTimeout).
+		Stringer("message_idle_timeout", f.MessageIdleTimeout).
+		Stringer("write_timeout", f.WriteTimeout).
+		Stringer("ping_interval", f.PingInterval).
+		Stringer("ping_timeout", f.PingTimeout).
+		Stringer("shutdown_timeout", cfg.ShutdownTimeout).
 		Strs("allowed_origins", f.AllowedOrigins).
 		Bool("admin_token", cfg.AdminToken != "").
 		Msg("proxy listening")
@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// The parent context is already cancelled: every timeout from here on
 	// comes from a fresh one.
-	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down: draining")
+	log.Info().Stringer("timeout", cfg.ShutdownTimeout).Msg("shutting down: draining")
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	fwd.Shutdown(drainCtx)
 	cancel()

@@ -264,7 +264,7 @@ func (s *Server) logEnd(sess *session.Session) {
 	s.metrics.Disconnected(code, byPeer)
 	sess.Log().Info().
 		Str("remote", sess.Remote).
-		Dur("duration", time.Since(sess.Since)).
+		Float64("duration_s", time.Since(sess.Since).Seconds()).
 		Int64("msgs_in", st.MessagesIn).Int64("bytes_in", st.BytesIn).
 		Int64("msgs_out", st.MessagesOut).Int64("bytes_out", st.BytesOut).
 		Int("close_code", int(code)).Str("close_reason", reason).Bool("closed_by_peer", byPeer).
