@@ -38,7 +38,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := &http.Server{
 		Handler:           routes(cfg, log, m, fwd),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          newStdLogger(log),
+		// No ReadTimeout or WriteTimeout: they would apply to upgraded
+		// WebSocket connections too, which keep their own limits.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    newStdLogger(log),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
