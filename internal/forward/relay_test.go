@@ -245,24 +245,42 @@ func TestMessageStalled(t *testing.T) {
 	expectSentinel(t, a, "after")
 }
 
-// TestFragmentFlood: a message in thousands of tiny fragments arrives whole,
-// and other senders are not held up meanwhile.
+// TestFragmentFlood: a message in tens of thousands of tiny fragments arrives
+// whole, and clients elsewhere keep exchanging messages while it streams in.
 func TestFragmentFlood(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	r := dial(t, ts, "r", "g")
 	flood := dialRaw(t, ts, "flood", "g")
-	const n = 20000
-	var buf bytes.Buffer
-	buf.Write(flood.encode(false, opBinary, []byte{0}))
-	for i := 1; i < n-1; i++ {
-		buf.Write(flood.encode(false, opCont, []byte{byte(i)}))
+	a, b := dial(t, ts, "a", "elsewhere"), dial(t, ts, "b", "elsewhere")
+	const n = 50000
+	sent := make(chan error, 1)
+	go func() {
+		var buf bytes.Buffer
+		buf.Write(flood.encode(false, opBinary, []byte{0}))
+		for i := 1; i < n; i++ {
+			buf.Write(flood.encode(i == n-1, opCont, []byte{byte(i)}))
+			if buf.Len() > 4<<10 { // trickle it in, in many writes
+				if _, err := flood.nc.Write(buf.Bytes()); err != nil {
+					sent <- err
+					return
+				}
+				buf.Reset()
+			}
+		}
+		_, err := flood.nc.Write(buf.Bytes())
+		sent <- err
+	}()
+	for i := range 200 {
+		writeMsg(t, a, websocket.MessageText, []byte{'a' + byte(i%26)})
+		if _, got := readMsg(t, b, 5*time.Second); got[0] != 'a'+byte(i%26) {
+			t.Fatalf("elsewhere: got %d, want %d", got[0], i)
+		}
 	}
-	buf.Write(flood.encode(true, opCont, []byte{byte((n - 1) % 256)}))
-	if _, err := flood.nc.Write(buf.Bytes()); err != nil {
+	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	_, got := readMsg(t, r, 10*time.Second)
+	_, got := readMsg(t, r, 20*time.Second)
 	if len(got) != n {
 		t.Fatalf("got %d bytes, want %d", len(got), n)
 	}
