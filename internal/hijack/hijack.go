@@ -71,7 +71,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 		if c.isAborted() {
 			return 0, ErrWritesAborted
 		}
-		return c.Conn.Write(p)
+		n, err := c.Conn.Write(p)
+		if err != nil && c.isAborted() {
+			err = ErrWritesAborted // not the past deadline AbortWrites set
+		}
+		return n, err
 	}
 	written := 0
 	for {
