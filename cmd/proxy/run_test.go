@@ -149,9 +149,10 @@ func (p *proxy) stop(t *testing.T) error {
 	}
 }
 
-func (p *proxy) get(t *testing.T, path string) (int, string) {
+// get requests http://addr/path and returns the status and body.
+func get(t *testing.T, addr, path string) (int, string) {
 	t.Helper()
-	resp, err := httpClient.Get("http://" + p.addr + path)
+	resp, err := httpClient.Get("http://" + addr + path)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -163,19 +164,19 @@ func (p *proxy) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (p *proxy) waitReady(t *testing.T) {
+func waitReady(t *testing.T, addr string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
-		code, _ := p.get(t, "/readyz")
+		code, _ := get(t, addr, "/readyz")
 		return code == http.StatusOK
 	})
 }
 
 // metric returns the value of one sample from /metrics, such as
 // `wsproxy_connections` or `wsproxy_messages_in_total{type="text"}`.
-func (p *proxy) metric(t *testing.T, sample string) float64 {
+func metric(t *testing.T, addr, sample string) float64 {
 	t.Helper()
-	_, body := p.get(t, "/metrics")
+	_, body := get(t, addr, "/metrics")
 	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, sample+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
@@ -189,16 +190,17 @@ func (p *proxy) metric(t *testing.T, sample string) float64 {
 	return 0
 }
 
-func (p *proxy) waitMetric(t *testing.T, sample string, cond func(float64) bool, what string) {
+func waitMetric(t *testing.T, addr, sample string, cond func(float64) bool, what string) {
 	t.Helper()
-	waitFor(t, 10*time.Second, sample+" "+what, func() bool { return cond(p.metric(t, sample)) })
+	waitFor(t, 10*time.Second, sample+" "+what, func() bool { return cond(metric(t, addr, sample)) })
 }
 
-func (p *proxy) dial(t *testing.T, id, group string) *websocket.Conn {
+// dial connects a WebSocket client to the proxy at addr.
+func dial(t *testing.T, addr, id, group string) *websocket.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+p.addr+"/ws?id="+id+"&groupName="+group,
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws?id="+id+"&groupName="+group,
 		&websocket.DialOptions{HTTPClient: httpClient})
 	if err != nil {
 		t.Fatalf("dial %s/%s: %v", group, id, err)
@@ -264,6 +266,28 @@ func upgradeStatus(t *testing.T, addr, rawQuery string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// backlogMsg is the i-th message of sendBacklog: 256 KiB starting with i.
+func backlogMsg(i int) []byte {
+	m := bytes.Repeat([]byte{byte(i)}, 256<<10)
+	binary.BigEndian.PutUint32(m, uint32(i))
+	return m
+}
+
+// sendBacklog sends n backlog messages from a client whose group peer is not
+// reading, and waits until the proxy has read them all and holds some of them
+// in its queue (n = 64 is more than loopback socket buffers take, and needs a
+// --send-queue-bytes above 16MiB): a drain must now wait for that peer.
+func sendBacklog(t *testing.T, addr string, from *websocket.Conn, n int) {
+	t.Helper()
+	const sample = `wsproxy_messages_in_total{type="binary"}`
+	base := metric(t, addr, sample)
+	for i := range n {
+		send(t, from, websocket.MessageBinary, backlogMsg(i))
+	}
+	waitMetric(t, addr, sample, func(v float64) bool { return v == base+float64(n) }, "to count every message")
+	waitMetric(t, addr, "wsproxy_queued_bytes", func(v float64) bool { return v > 0 }, "> 0")
+}
+
 // TestRunForwardsAndDrains runs the whole program: it forwards between real
 // clients; on cancel it turns not-ready, refuses new connections with 503
 // while messages queued before the cancel are still being delivered, delivers
@@ -275,14 +299,14 @@ func TestRunForwardsAndDrains(t *testing.T) {
 		"--addr", "127.0.0.1:0", "--log-format", "json",
 		"--send-queue-bytes", "64MiB", "--write-timeout", "1m", "--shutdown-timeout", "1m",
 	}, nil)
-	p.waitReady(t)
-	if code, body := p.get(t, "/healthz"); code != http.StatusOK {
+	waitReady(t, p.addr)
+	if code, body := get(t, p.addr, "/healthz"); code != http.StatusOK {
 		t.Fatalf("/healthz: %d %s", code, body)
 	}
 
-	a := p.dial(t, "alice", "room")
-	b := p.dial(t, "bob", "room")
-	p.waitMetric(t, "wsproxy_connections", func(v float64) bool { return v == 2 }, "== 2")
+	a := dial(t, p.addr, "alice", "room")
+	b := dial(t, p.addr, "bob", "room")
+	waitMetric(t, p.addr, "wsproxy_connections", func(v float64) bool { return v == 2 }, "== 2")
 
 	send(t, a, websocket.MessageText, []byte("hello bob"))
 	if typ, got := receive(t, b); typ != websocket.MessageText || string(got) != "hello bob" {
@@ -295,17 +319,8 @@ func TestRunForwardsAndDrains(t *testing.T) {
 
 	// Bob stops reading while Alice sends more than the sockets' buffers can
 	// hold, so most of it waits in the proxy's queue for Bob.
-	const n, size = 64, 256 << 10
-	msg := func(i int) []byte {
-		m := bytes.Repeat([]byte{byte(i)}, size)
-		binary.BigEndian.PutUint32(m, uint32(i))
-		return m
-	}
-	for i := range n {
-		send(t, a, websocket.MessageBinary, msg(i))
-	}
-	p.waitMetric(t, `wsproxy_messages_in_total{type="binary"}`, func(v float64) bool { return v == 1+n }, "to count every message")
-	p.waitMetric(t, "wsproxy_queued_bytes", func(v float64) bool { return v > 0 }, "> 0")
+	const n = 64
+	sendBacklog(t, p.addr, a, n)
 
 	aliceEnd := make(chan error, 1)
 	go func() { aliceEnd <- closeOf(a, 20*time.Second) }()
@@ -313,16 +328,16 @@ func TestRunForwardsAndDrains(t *testing.T) {
 
 	// Draining: Bob's queue holds the drain open until he reads.
 	waitFor(t, 10*time.Second, "/readyz to answer 503", func() bool {
-		code, _ := p.get(t, "/readyz")
+		code, _ := get(t, p.addr, "/readyz")
 		return code == http.StatusServiceUnavailable
 	})
-	if code, body := p.get(t, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
+	if code, body := get(t, p.addr, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "draining") {
 		t.Errorf("/readyz while draining: %d %s", code, body)
 	}
 	if code, body := upgradeStatus(t, p.addr, "id=carol&groupName=room"); code != http.StatusServiceUnavailable || !strings.Contains(body, `"error"`) {
 		t.Errorf("new /ws while draining: %d %s, want 503 with a JSON error", code, body)
 	}
-	if code, _ := p.get(t, "/healthz"); code != http.StatusOK {
+	if code, _ := get(t, p.addr, "/healthz"); code != http.StatusOK {
 		t.Errorf("/healthz while draining: %d, want 200 while the process runs", code)
 	}
 	select {
@@ -333,7 +348,7 @@ func TestRunForwardsAndDrains(t *testing.T) {
 
 	for i := range n {
 		typ, got := receive(t, b)
-		if typ != websocket.MessageBinary || !bytes.Equal(got, msg(i)) {
+		if typ != websocket.MessageBinary || !bytes.Equal(got, backlogMsg(i)) {
 			t.Fatalf("bob's message %d after the cancel: %v, %d bytes, first %x", i, typ, len(got), got[:min(4, len(got))])
 		}
 	}
@@ -363,9 +378,9 @@ func TestRunForwardsAndDrains(t *testing.T) {
 func TestRunIdleShutdown(t *testing.T) {
 	checkLeaks(t)
 	p := startProxy(t, []string{"--addr=127.0.0.1:0", "--log-format=json", "--shutdown-timeout=1m"}, nil)
-	p.waitReady(t)
-	c := p.dial(t, "solo", "g")
-	p.waitMetric(t, "wsproxy_connections", func(v float64) bool { return v == 1 }, "== 1")
+	waitReady(t, p.addr)
+	c := dial(t, p.addr, "solo", "g")
+	waitMetric(t, p.addr, "wsproxy_connections", func(v float64) bool { return v == 1 }, "== 1")
 	end := make(chan error, 1)
 	go func() { end <- closeOf(c, 10*time.Second) }()
 	start := time.Now()
