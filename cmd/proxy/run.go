@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 	level, err := zerolog.ParseLevel(cfg.LogLevel)
-	if err != nil || level == zerolog.NoLevel {
+	if err != nil || level < zerolog.DebugLevel || level > zerolog.ErrorLevel {
 		return zerolog.Logger{}, fmt.Errorf("log-level must be debug, info, warn or error")
 	}
 	format := cfg.LogFormat
