@@ -13,6 +13,7 @@ import (
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
 	"github.com/wsproxy/wsproxy/internal/metrics"
+	"github.com/wsproxy/wsproxy/internal/web"
 )
 
 // routes lists every route the proxy serves.
@@ -30,6 +31,8 @@ func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *for
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	r.Method(http.MethodGet, "/", web.Handler())
+	r.Method(http.MethodHead, "/", web.Handler())
 	r.Mount("/api", api.New(fwd, api.Options{
 		Token:           cfg.AdminToken,
 		MaxMessageBytes: cfg.Forward.MaxMessageBytes,
