@@ -43,6 +43,10 @@ check: ## formatting and go vet
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags compose ./test/compose/
 
+.PHONY: screenshot
+screenshot: ## rewrite docs/page.png from the browser test (needs chromium)
+	$(GO) test -count=1 -run '^TestBrowser$$' ./cmd/proxy/ -update-screenshot
+
 .PHONY: fuzz
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParseParams -fuzztime 30s ./internal/forward/
