@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -280,16 +281,17 @@ func TestEmptyGroupsDisappear(t *testing.T) {
 	}
 }
 
-// TestJoinLeaveStorm: members joining and leaving during heavy fan-out do not
-// disturb the stable members, which get every message in order; the group
-// ends with exactly the stable members.
+// TestJoinLeaveStorm: members joining and leaving (cleanly and abruptly)
+// during heavy fan-out do not disturb the stable members, which get every
+// message in order; the group ends with exactly the stable members.
 func TestJoinLeaveStorm(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	sender := dial(t, ts, "sender", "storm")
 	stable := []*websocket.Conn{dial(t, ts, "st1", "storm"), dial(t, ts, "st2", "storm")}
-	const total = 2000
+	const minJoins = 300
 
+	var joins atomic.Int64
 	stop := make(chan struct{})
 	var churn sync.WaitGroup
 	for w := range 4 {
@@ -308,6 +310,7 @@ func TestJoinLeaveStorm(t *testing.T) {
 				if err != nil {
 					continue
 				}
+				joins.Add(1)
 				if i%2 == 0 {
 					c.Close(websocket.StatusNormalClosure, "")
 				} else {
@@ -316,25 +319,38 @@ func TestJoinLeaveStorm(t *testing.T) {
 			}
 		}()
 	}
+	// Send until the storm has seen enough joins, then an end marker.
+	sent := make(chan uint32, 1)
 	go func() {
-		for i := range total {
-			b := make([]byte, 4)
-			binary.BigEndian.PutUint32(b, uint32(i))
+		var i uint32
+		for ; joins.Load() < minJoins || i < 1000; i++ {
+			if i%50 == 0 {
+				time.Sleep(time.Millisecond) // leave the handshakes some CPU
+			}
+			b := binary.BigEndian.AppendUint32(nil, i)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			_ = sender.Write(ctx, websocket.MessageBinary, b)
 			cancel()
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = sender.Write(ctx, websocket.MessageText, []byte("end"))
+		cancel()
+		sent <- i
 	}()
 	for _, c := range stable {
-		for i := range total {
-			_, b := readMsg(t, c, 20*time.Second)
-			if got := binary.BigEndian.Uint32(b); got != uint32(i) {
+		for i := uint32(0); ; i++ {
+			typ, b := readMsg(t, c, 20*time.Second)
+			if typ == websocket.MessageText {
+				break
+			}
+			if got := binary.BigEndian.Uint32(b); got != i {
 				t.Fatalf("got %d, want %d", got, i)
 			}
 		}
 	}
 	close(stop)
 	churn.Wait()
+	t.Logf("%d messages fanned out during %d joins and leaves", <-sent, joins.Load())
 	waitFor(t, 5*time.Second, "only stable members left", func() bool {
 		g := ts.registry.Get("storm")
 		return g != nil && len(g.Members()) == 3
