@@ -3,6 +3,18 @@ GO      ?= go
 BIN     ?= bin
 PKGS    ?= ./...
 
+# Containers. The image is FROM scratch around the static binary, so nothing
+# is pulled. COMPOSE is `docker compose` where that plugin exists, else the
+# standalone docker-compose.
+IMAGE           ?= wsproxy:local
+COMPOSE_PROJECT ?= wsproxy
+ifeq ($(origin COMPOSE),undefined)
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+endif
+VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REVISION        ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+export COMPOSE
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -17,6 +29,10 @@ run: ## run the proxy on :8080 with the default settings
 build: ## build bin/proxy
 	$(GO) build -o $(BIN)/proxy ./cmd/proxy
 
+.PHONY: build-static
+build-static: ## build bin/proxy-linux-amd64: static (CGO_ENABLED=0), stripped, for the image
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/proxy-linux-amd64 ./cmd/proxy
+
 .PHONY: test
 test: ## run every test with the race detector (what CI runs)
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
@@ -25,6 +41,11 @@ test: ## run every test with the race detector (what CI runs)
 check: ## formatting and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(GO) vet -tags compose ./test/compose/
+
+.PHONY: screenshot
+screenshot: ## rewrite docs/page.png from the browser test (needs chromium)
+	$(GO) test -count=1 -run '^TestBrowser$$' ./cmd/proxy/ -update-screenshot
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for 30s
@@ -38,3 +59,20 @@ bench: ## wsproxy side by side with NATS and no-relay baselines, every workload 
 .PHONY: bench-quick
 bench-quick: ## smaller, shorter versions of the same workloads (under a minute)
 	$(GO) run ./cmd/proxybench -quick
+
+.PHONY: image
+image: build-static ## build the container image wsproxy:local (FROM scratch, non-root)
+	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
+
+.PHONY: up
+up: image ## start the proxy with docker-compose on 127.0.0.1:8080 (WSPROXY_PORT to change)
+	$(COMPOSE) -p $(COMPOSE_PROJECT) up -d
+	$(COMPOSE) -p $(COMPOSE_PROJECT) ps
+
+.PHONY: down
+down: ## stop and remove what `make up` started
+	$(COMPOSE) -p $(COMPOSE_PROJECT) down
+
+.PHONY: compose-test
+compose-test: ## smoke-test the image under docker-compose with two real clients (CI runs it)
+	scripts/compose-test.sh

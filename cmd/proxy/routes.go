@@ -8,10 +8,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/wsproxy/wsproxy/internal/api"
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
 	"github.com/wsproxy/wsproxy/internal/metrics"
+	"github.com/wsproxy/wsproxy/internal/web"
 )
 
 // routes lists every route the proxy serves.
@@ -29,6 +31,13 @@ func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *for
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))
+	r.Method(http.MethodGet, "/", web.Handler())
+	r.Method(http.MethodHead, "/", web.Handler())
+	r.Mount("/api", api.New(fwd, api.Options{
+		Token:           cfg.AdminToken,
+		MaxMessageBytes: cfg.Forward.MaxMessageBytes,
+		BodyIdleTimeout: cfg.Forward.MessageIdleTimeout,
+	}, log, m))
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found")
 	})

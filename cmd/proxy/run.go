@@ -46,7 +46,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	srv := &http.Server{
 		Handler:           routes(cfg, log, m, fwd),
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          newStdLogger(log),
+		// No ReadTimeout or WriteTimeout: they would apply to upgraded
+		// WebSocket connections too, which keep their own limits.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    newStdLogger(log),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -59,11 +62,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Str("buffer_bytes", config.FormatSize(int64(f.BufferBytes))).
 		Str("send_queue_bytes", config.FormatSize(f.SendQueueBytes)).
 		Stringer("slow_consumer", f.SlowConsumer).
-		Dur("message_idle_timeout", f.MessageIdleTimeout).
-		Dur("write_timeout", f.WriteTimeout).
-		Dur("ping_interval", f.PingInterval).
-		Dur("ping_timeout", f.PingTimeout).
-		Dur("shutdown_timeout", cfg.ShutdownTimeout).
+		Stringer("message_idle_timeout", f.MessageIdleTimeout).
+		Stringer("write_timeout", f.WriteTimeout).
+		Stringer("ping_interval", f.PingInterval).
+		Stringer("ping_timeout", f.PingTimeout).
+		Stringer("shutdown_timeout", cfg.ShutdownTimeout).
 		Strs("allowed_origins", f.AllowedOrigins).
 		Bool("admin_token", cfg.AdminToken != "").
 		Msg("proxy listening")
@@ -79,7 +82,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	// The parent context is already cancelled: every timeout from here on
 	// comes from a fresh one.
-	log.Info().Dur("timeout", cfg.ShutdownTimeout).Msg("shutting down: draining")
+	log.Info().Stringer("timeout", cfg.ShutdownTimeout).Msg("shutting down: draining")
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	fwd.Shutdown(drainCtx)
 	cancel()
@@ -97,7 +100,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 	level, err := zerolog.ParseLevel(cfg.LogLevel)
-	if err != nil || level == zerolog.NoLevel {
+	if err != nil || level < zerolog.DebugLevel || level > zerolog.ErrorLevel {
 		return zerolog.Logger{}, fmt.Errorf("log-level must be debug, info, warn or error")
 	}
 	format := cfg.LogFormat

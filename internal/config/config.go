@@ -47,7 +47,14 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 			"Every flag can also be set by its environment variable (shown in brackets);\n"+
 			"a flag on the command line wins. Sizes take B, KiB, MiB, GiB suffixes.\n\nFlags:\n")
 		fs.VisitAll(func(fl *flag.Flag) {
-			fmt.Fprintf(out, "  --%s [%s]\n    \t%s (default %q)\n", fl.Name, EnvName(fl.Name), fl.Usage, fl.DefValue)
+			def := fmt.Sprintf(" (default %q)", fl.DefValue)
+			switch {
+			case strings.Contains(fl.Usage, "(default"): // the usage explains it
+				def = ""
+			case fl.DefValue == "":
+				def = " (default: none)"
+			}
+			fmt.Fprintf(out, "  --%s [%s]\n    \t%s%s\n", fl.Name, EnvName(fl.Name), fl.Usage, def)
 		})
 	}
 	var origins string
@@ -122,8 +129,14 @@ func (c *Config) validate() error {
 		return errors.New("send-queue-bytes must be at least 1KiB")
 	case f.MaxMessageBytes < 0:
 		return errors.New("max-message-bytes must not be negative")
-	case f.MessageIdleTimeout < 0 || f.WriteTimeout < 0 || f.PingInterval < 0 || c.ShutdownTimeout < 0:
-		return errors.New("durations must not be negative")
+	case f.MessageIdleTimeout < 0:
+		return errors.New("message-idle-timeout must not be negative")
+	case f.WriteTimeout < 0:
+		return errors.New("write-timeout must not be negative")
+	case f.PingInterval < 0:
+		return errors.New("ping-interval must not be negative")
+	case c.ShutdownTimeout < 0:
+		return errors.New("shutdown-timeout must not be negative")
 	case f.PingInterval > 0 && f.PingTimeout <= 0:
 		return errors.New("ping-timeout must be positive when pings are on")
 	}

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"encoding/base64"
 	"net/http"
 	"net/url"
 	"path"
@@ -118,16 +119,24 @@ func checkOrigin(r *http.Request, patterns []string) *rejection {
 }
 
 // checkUpgrade refuses what is not a WebSocket handshake with a JSON body
-// before the library sees it (the library answers in plain text).
+// before the library sees it: everything the library's own check refuses (it
+// answers in plain text, quoting the request's headers).
 func checkUpgrade(r *http.Request) *rejection {
 	if !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket") {
 		return &rejection{http.StatusUpgradeRequired, "a WebSocket upgrade is required on /ws", "not_upgrade"}
 	}
+	if !r.ProtoAtLeast(1, 1) {
+		return &rejection{http.StatusUpgradeRequired, "a WebSocket upgrade needs HTTP/1.1", "not_upgrade"}
+	}
 	if r.Header.Get("Sec-WebSocket-Version") != "13" {
 		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Version must be 13", "bad_version"}
 	}
-	if r.Header.Get("Sec-WebSocket-Key") == "" {
+	keys := r.Header.Values("Sec-WebSocket-Key")
+	if len(keys) == 0 || keys[0] == "" {
 		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Key is required", "bad_key"}
+	}
+	if k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(keys[0])); len(keys) > 1 || err != nil || len(k) != 16 {
+		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Key must be one base64-encoded 16-byte value", "bad_key"}
 	}
 	return nil
 }

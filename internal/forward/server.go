@@ -217,6 +217,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 			return nil // replaced, kicked or evicted: forward nothing more
 		default:
 		}
+		sess.BeginMessage()
 		if src.watch != nil {
 			src.watch.start()
 		}
@@ -225,6 +226,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 		if src.watch != nil {
 			src.watch.stop()
 		}
+		sess.EndMessage()
 		if err != nil {
 			return err
 		}
@@ -262,17 +264,23 @@ func (s *Server) logEnd(sess *session.Session) {
 	s.metrics.Disconnected(code, byPeer)
 	sess.Log().Info().
 		Str("remote", sess.Remote).
-		Dur("duration", time.Since(sess.Since)).
+		Float64("duration_s", time.Since(sess.Since).Seconds()).
 		Int64("msgs_in", st.MessagesIn).Int64("bytes_in", st.BytesIn).
 		Int64("msgs_out", st.MessagesOut).Int64("bytes_out", st.BytesOut).
 		Int("close_code", int(code)).Str("close_reason", reason).Bool("closed_by_peer", byPeer).
 		Msg("connection closed")
 }
 
+// quietPeriod is how long every reader must have been between messages, with
+// nothing queued anywhere, before a drain counts as done: messages clients
+// sent just before the signal may still be in their sockets.
+const quietPeriod = 100 * time.Millisecond
+
 // Shutdown drains and closes every connection (SPEC section 5): new
-// connections are refused with 503 from now on; queued messages are delivered
-// until nothing is queued or ctx ends; then every client is closed with 1001,
-// in parallel; Shutdown returns when every connection's goroutines are done.
+// connections are refused with 503 from now on; members keep being served
+// until nothing is queued and no message has been read for quietPeriod, or
+// ctx ends; then every client is closed with 1001, in parallel. Shutdown
+// returns when every connection's goroutines are done.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
 	s.draining = true
@@ -312,8 +320,9 @@ closeAll:
 }
 
 func (s *Server) allIdle() bool {
+	since := session.Now() - int64(quietPeriod)
 	for _, sess := range s.registry.Sessions() {
-		if !sess.Idle() {
+		if !sess.Idle() || !sess.Quiet(since) {
 			return false
 		}
 	}

@@ -23,6 +23,7 @@ type Metrics struct {
 	rejections       *prometheus.CounterVec
 	evictions        *prometheus.CounterVec
 	closes           *prometheus.CounterVec
+	apiRequests      *prometheus.CounterVec
 
 	messagesIn  [3]prometheus.Counter // indexed by websocket.MessageType
 	bytesIn     [3]prometheus.Counter
@@ -53,6 +54,9 @@ func New() *Metrics {
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsproxy_closes_total", Help: "Connections ended, by close code and by who closed (proxy or peer).",
 		}, []string{"code", "by"}),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsproxy_api_requests_total", Help: "Admin API requests, by route pattern and HTTP status.",
+		}, []string{"route", "code"}),
 		messageSize: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "wsproxy_message_size_bytes", Help: "Size of messages received from clients.",
 			Buckets: prometheus.ExponentialBuckets(64, 4, 12), // 64 B .. 256 MiB
@@ -79,7 +83,7 @@ func New() *Metrics {
 		m.deliveries[t] = deliveries.WithLabelValues(name)
 		m.bytesOut[t] = bytesOut.WithLabelValues(name)
 	}
-	r.MustRegister(m.connections, m.connectionsTotal, m.rejections, m.evictions, m.closes,
+	r.MustRegister(m.connections, m.connectionsTotal, m.rejections, m.evictions, m.closes, m.apiRequests,
 		m.messageSize, m.latency, msgIn, bytesIn, deliveries, bytesOut,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -224,4 +228,10 @@ func (h *latencyHistogram) Collect(ch chan<- prometheus.Metric) {
 	}
 	n += h.counts[numLatencyBuckets].Load()
 	ch <- prometheus.MustNewConstHistogram(h.desc, n, math.Float64frombits(h.sumBits.Load()), buckets)
+}
+
+// APIRequest counts an admin API request. route is the route pattern (such as
+// /api/groups/{group}), never the path itself.
+func (m *Metrics) APIRequest(route string, status int) {
+	m.apiRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
 }

@@ -24,15 +24,10 @@ type Item struct {
 	// Enqueued is when the item was pushed (monotonic nanoseconds), for the
 	// delivery latency histogram.
 	Enqueued int64
-
-	// bytes is what the item counts against the queue bound, fixed when it is
-	// pushed: once the writer releases a Buf, its length is no longer the
-	// item's (the Buf may already hold another message).
-	bytes int64
 }
 
-// size is what it counts against the queue bound when pushed.
-func (it Item) size() int64 {
+// Size is the number of queue bytes the item takes.
+func (it Item) Size() int64 {
 	if it.Buf != nil {
 		return int64(len(it.Buf.B))
 	}
@@ -79,8 +74,23 @@ func (q *Queue) Ready() <-chan struct{} { return q.ready }
 // TryPush appends it if it fits. It returns ErrClosed or ErrFull otherwise,
 // and in those cases the caller keeps its reference.
 func (q *Queue) TryPush(it Item) error {
-	_, err := q.push(it, false)
+	_, err := q.push(it, false, true)
 	return err
+}
+
+// TryPushLater is TryPush without waking the writer: the caller promises to
+// call Wake soon, and before it waits for anything.
+func (q *Queue) TryPushLater(it Item) error {
+	_, err := q.push(it, false, false)
+	return err
+}
+
+// Wake tells the writer that items may be waiting.
+func (q *Queue) Wake() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
 }
 
 // Push appends it, waiting while the queue is full until it fits, the queue
@@ -88,7 +98,7 @@ func (q *Queue) TryPush(it Item) error {
 // keeps its reference.
 func (q *Queue) Push(it Item, stop <-chan struct{}) error {
 	for {
-		wait, err := q.push(it, true)
+		wait, err := q.push(it, true, true)
 		if wait == nil {
 			return err
 		}
@@ -101,10 +111,9 @@ func (q *Queue) Push(it Item, stop <-chan struct{}) error {
 }
 
 // push appends it, or returns a channel to wait on when it does not fit and
-// wait is set.
-func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
-	n := it.size()
-	it.bytes = n
+// wait is set. With wake set it wakes the writer.
+func (q *Queue) push(it Item, wait, wake bool) (<-chan struct{}, error) {
+	n := it.Size()
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -126,9 +135,8 @@ func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
 	q.bytes += n
 	q.pending++
 	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
+	if wake {
+		q.Wake()
 	}
 	return nil, nil
 }
@@ -144,10 +152,11 @@ func (q *Queue) TakeAll(dst []Item) []Item {
 	return dst
 }
 
-// Done reports a taken item written (or dropped), freeing its room.
-func (q *Queue) Done(it Item) {
+// Done reports a taken item of size bytes (Item.Size, taken before the item
+// was written: writing releases it) written or dropped, freeing its room.
+func (q *Queue) Done(size int64) {
 	q.mu.Lock()
-	q.bytes -= it.bytes
+	q.bytes -= size
 	q.pending--
 	if q.space != nil {
 		close(q.space)
@@ -156,16 +165,15 @@ func (q *Queue) Done(it Item) {
 	q.mu.Unlock()
 }
 
-// DoneAll reports taken items written (or dropped), freeing their room.
-func (q *Queue) DoneAll(items []Item) {
-	if len(items) == 0 {
+// DoneN reports n taken items of size bytes in all written or dropped,
+// freeing their room: Done for a whole run at once.
+func (q *Queue) DoneN(n int, size int64) {
+	if n == 0 {
 		return
 	}
 	q.mu.Lock()
-	for _, it := range items {
-		q.bytes -= it.bytes
-	}
-	q.pending -= len(items)
+	q.bytes -= size
+	q.pending -= n
 	if q.space != nil {
 		close(q.space)
 		q.space = nil
@@ -195,7 +203,7 @@ func (q *Queue) Close() {
 	rest := q.items
 	q.items = nil
 	for _, it := range rest {
-		q.bytes -= it.bytes
+		q.bytes -= it.Size()
 		q.pending--
 	}
 	if q.space != nil {

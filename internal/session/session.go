@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -74,6 +75,10 @@ type Session struct {
 		sync.Mutex
 		Stats
 	}
+
+	// Reader activity, for the shutdown drain. Written by the reader only.
+	inMessage atomic.Bool
+	lastRead  atomic.Int64 // Now() when the last message started or ended
 }
 
 // New returns a session for an accepted connection; Start runs it.
@@ -191,6 +196,24 @@ func (s *Session) Parked(p bool) {
 	s.mu.Unlock()
 }
 
+// BeginMessage and EndMessage bracket each message the reader reads.
+func (s *Session) BeginMessage() {
+	s.inMessage.Store(true)
+	s.lastRead.Store(Now())
+}
+
+// EndMessage: see BeginMessage.
+func (s *Session) EndMessage() {
+	s.inMessage.Store(false)
+	s.lastRead.Store(Now())
+}
+
+// Quiet reports whether the reader is between messages and has not started
+// or finished one since the Now() timestamp since.
+func (s *Session) Quiet(since int64) bool {
+	return !s.inMessage.Load() && s.lastRead.Load() < since
+}
+
 // CountIn adds a received message to the session's totals.
 func (s *Session) CountIn(n int64) {
 	s.stats.Lock()
@@ -246,12 +269,13 @@ func (s *Session) writeLoop() {
 			}
 			switch {
 			case err != nil:
+				size := batch[i].Size()
 				batch[i].release()
-				s.q.Done(batch[i])
+				s.q.Done(size)
 				i++
 			case batch[i].Buf == nil:
 				err = s.writeStream(batch[i].Cursor, batch[i].Enqueued, &dlv)
-				s.q.Done(batch[i])
+				s.q.Done(0)
 				i++
 			default:
 				i, err = s.writeRun(batch, i, &dlv)
@@ -328,10 +352,13 @@ func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, e
 		err = s.nc.WriteFrames(&bufs)
 	}
 	now := Now()
+	var size int64
 	for _, it := range batch[i:j] {
+		n := it.Size()
 		if err == nil {
-			dlv.Add(it.Buf.Type, int64(len(it.Buf.B)), time.Duration(now-it.Enqueued))
+			dlv.Add(it.Buf.Type, n, time.Duration(now-it.Enqueued))
 		}
+		size += n
 		it.Buf.Release()
 	}
 	clear(r.vec[:cap(r.vec)])
@@ -339,10 +366,11 @@ func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, e
 	runs.Put(r)
 	if err == io.EOF && j < len(batch) && batch[j].Buf != nil {
 		// Not written: the session is closing.
+		size += batch[j].Size()
 		batch[j].Buf.Release()
 		j++
 	}
-	s.q.DoneAll(batch[i:j])
+	s.q.DoneN(j-i, size)
 	return j, err
 }
 

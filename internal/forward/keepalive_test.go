@@ -1,0 +1,63 @@
+package forward
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+)
+
+// TestKeepalive: a client that answers pings stays through many intervals; one
+// that never answers (it never reads, so its library never sends pongs) is
+// closed within the ping interval plus the ping timeout.
+func TestKeepalive(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) {
+		o.PingInterval = 50 * time.Millisecond
+		o.PingTimeout = 200 * time.Millisecond
+	})
+	alive := dial(t, ts, "alive", "g")
+	dial(t, ts, "silent", "g")
+	silent := ts.registry.Member("g", "silent")
+	sender := dial(t, ts, "sender", "g")
+	go func() { // sender must read too, or it is the silent one
+		for {
+			if _, _, err := sender.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+
+	got := make(chan string, 1)
+	go func() {
+		_, b, err := alive.Read(context.Background()) // answers pings while it waits
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- string(b)
+	}()
+
+	start := time.Now()
+	select {
+	case <-silent.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("a client that never answers pings was not closed")
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed after %v", d)
+	}
+	if code, reason, _ := silent.CloseStatus(); code != websocket.StatusPolicyViolation || reason != "policy" {
+		t.Fatalf("silent client closed with %d %q", code, reason)
+	}
+
+	time.Sleep(500 * time.Millisecond) // ten intervals
+	writeMsg(t, sender, websocket.MessageText, []byte("still here"))
+	if msg := <-got; msg != "still here" {
+		t.Fatalf("alive client: %s", msg)
+	}
+	if code, _, _ := ts.registry.Member("g", "alive").CloseStatus(); code != 0 {
+		t.Fatalf("alive client was closed with %d", code)
+	}
+}
