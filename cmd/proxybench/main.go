@@ -113,8 +113,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	enabled := func(w string) bool { return len(want) == 0 || want[w] }
 
-	if lim, err := raiseFileLimit(1 << 16); err != nil || lim < uint64(2*p.idleConns+1000) {
-		return fmt.Errorf("RLIMIT_NOFILE is %d (%v); need %d", lim, err, 2*p.idleConns+1000)
+	// Each process (this one, and a server, which inherits the limit) holds
+	// one end of every connection.
+	need := uint64(max(p.idleConns, p.handshakes) + 1000)
+	if lim, err := raiseFileLimit(1 << 16); lim < need {
+		return fmt.Errorf("RLIMIT_NOFILE is %d (%v); need %d", lim, err, need)
 	}
 	root, err := moduleRoot()
 	if err != nil {
