@@ -74,23 +74,8 @@ func (q *Queue) Ready() <-chan struct{} { return q.ready }
 // TryPush appends it if it fits. It returns ErrClosed or ErrFull otherwise,
 // and in those cases the caller keeps its reference.
 func (q *Queue) TryPush(it Item) error {
-	_, err := q.push(it, false, true)
+	_, err := q.push(it, false)
 	return err
-}
-
-// TryPushLater is TryPush without waking the writer: the caller promises to
-// call Wake soon, and before it waits for anything.
-func (q *Queue) TryPushLater(it Item) error {
-	_, err := q.push(it, false, false)
-	return err
-}
-
-// Wake tells the writer that items may be waiting.
-func (q *Queue) Wake() {
-	select {
-	case q.ready <- struct{}{}:
-	default:
-	}
 }
 
 // Push appends it, waiting while the queue is full until it fits, the queue
@@ -98,7 +83,7 @@ func (q *Queue) Wake() {
 // keeps its reference.
 func (q *Queue) Push(it Item, stop <-chan struct{}) error {
 	for {
-		wait, err := q.push(it, true, true)
+		wait, err := q.push(it, true)
 		if wait == nil {
 			return err
 		}
@@ -111,8 +96,8 @@ func (q *Queue) Push(it Item, stop <-chan struct{}) error {
 }
 
 // push appends it, or returns a channel to wait on when it does not fit and
-// wait is set. With wake set it wakes the writer.
-func (q *Queue) push(it Item, wait, wake bool) (<-chan struct{}, error) {
+// wait is set.
+func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
 	n := it.Size()
 	q.mu.Lock()
 	if q.closed {
@@ -135,8 +120,9 @@ func (q *Queue) push(it Item, wait, wake bool) (<-chan struct{}, error) {
 	q.bytes += n
 	q.pending++
 	q.mu.Unlock()
-	if wake {
-		q.Wake()
+	select {
+	case q.ready <- struct{}{}:
+	default:
 	}
 	return nil, nil
 }
