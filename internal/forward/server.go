@@ -287,9 +287,13 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Unlock()
 	s.drainingFlag.Store(true)
 
+	// A reader that has not woken yet for bytes already in its socket looks
+	// quiet: only a reader seen quiet for a whole quietPeriod of the drain
+	// counts.
+	quietFrom := time.Now().Add(quietPeriod)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for !s.allIdle() {
+	for time.Now().Before(quietFrom) || !s.allIdle() {
 		select {
 		case <-ctx.Done():
 			s.log.Warn().Msg("shutdown timeout reached with messages still queued")
