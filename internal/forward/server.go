@@ -149,11 +149,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
 		return
 	}
-	defer s.handlers.Done()
 
 	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
 	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
+		s.handlers.Done()
 		s.metrics.Rejected("accept")
 		s.log.Debug().Err(err).Msg("websocket accept failed")
 		return
@@ -179,8 +179,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.closingAll.Load() {
 		sess.Close(websocket.StatusGoingAway, "going away")
 	}
+	// The connection is hijacked: net/http is done with it. Its goroutine,
+	// whose stack grew deep serving the handshake, ends here; a fresh one
+	// with a small stack reads for as long as the connection lasts.
+	go s.serve(sess, g, leave)
+}
 
-	err = s.readLoop(sess, g)
+// serve reads from sess until the connection ends, then waits for its writer
+// and logs the end. Shutdown waits for it (it was counted by track).
+func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
+	defer s.handlers.Done()
+	err := s.readLoop(sess, g)
 	leave()
 	s.classifyEnd(sess, err)
 	sess.Wait()
