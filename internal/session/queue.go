@@ -45,12 +45,17 @@ func (it Item) release() {
 }
 
 // Queue is a session's outbound queue, bounded in bytes. Any number of
-// goroutines push; one writer takes. Bytes stay counted until the writer
-// reports them written with Done, so the bound covers what is being written.
+// goroutines push; one writer at a time takes. Bytes stay counted until the
+// writer reports them written with Done, so the bound covers what is being
+// written.
+//
+// A queue with a writer set (SetWriter) runs no goroutine while it has
+// nothing to write: the first push to an idle queue starts the writer, and
+// the writer stops (StopIfEmpty) when it finds nothing more.
 type Queue struct {
-	// Static after construction.
+	// Static after construction (SetWriter).
 	limit int64
-	ready chan struct{} // cap 1: wakes the writer
+	start func() // starts a writer; called without mu held
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -58,6 +63,8 @@ type Queue struct {
 	bytes   int64
 	pending int // items pushed and not yet Done
 	closed  bool
+	running bool          // a writer runs, or has been started
+	kicked  bool          // Kick was called while a writer ran
 	space   chan struct{} // closed and replaced when bytes are freed; nil if nobody waits
 }
 
@@ -65,11 +72,50 @@ type Queue struct {
 // the limit is still accepted into an empty queue, so no message is too big
 // for a receiver merely because of its queue size.
 func NewQueue(limit int64) *Queue {
-	return &Queue{limit: limit, ready: make(chan struct{}, 1)}
+	return &Queue{limit: limit}
 }
 
-// Ready is signalled when items may be waiting.
-func (q *Queue) Ready() <-chan struct{} { return q.ready }
+// SetWriter sets the function that starts a writer, before any push.
+func (q *Queue) SetWriter(start func()) { q.start = start }
+
+// Kick makes sure a writer runs, or will look at the queue once more before
+// it stops: for something other than an item that needs the writer (a close
+// request).
+func (q *Queue) Kick() {
+	q.mu.Lock()
+	start := q.wantWriterLocked()
+	if !start {
+		q.kicked = true
+	}
+	q.mu.Unlock()
+	if start {
+		q.start()
+	}
+}
+
+// wantWriterLocked marks a writer running and reports whether the caller
+// must start it.
+func (q *Queue) wantWriterLocked() bool {
+	if q.running || q.start == nil {
+		return false
+	}
+	q.running = true
+	return true
+}
+
+// StopIfEmpty is called by the writer when it has taken everything: it
+// reports whether the writer may stop, which it may only if nothing arrived
+// (and no Kick came) since it last looked.
+func (q *Queue) StopIfEmpty() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) > 0 || q.kicked {
+		q.kicked = false
+		return false
+	}
+	q.running = false
+	return true
+}
 
 // TryPush appends it if it fits. It returns ErrClosed or ErrFull otherwise,
 // and in those cases the caller keeps its reference.
@@ -119,23 +165,23 @@ func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
 	q.items = append(q.items, it)
 	q.bytes += n
 	q.pending++
+	start := q.wantWriterLocked()
 	q.mu.Unlock()
-	select {
-	case q.ready <- struct{}{}:
-	default:
+	if start {
+		q.start()
 	}
 	return nil, nil
 }
 
 // TakeAll moves every queued item to dst and returns it. Their bytes stay
-// counted until Done.
+// counted until Done. dst must be empty; its array becomes the queue's (the
+// two swap, so nothing is copied).
 func (q *Queue) TakeAll(dst []Item) []Item {
 	q.mu.Lock()
-	dst = append(dst, q.items...)
-	clear(q.items)
-	q.items = q.items[:0]
+	taken := q.items
+	q.items = dst[:0]
 	q.mu.Unlock()
-	return dst
+	return taken
 }
 
 // Done reports a taken item of size bytes (Item.Size, taken before the item

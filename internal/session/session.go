@@ -60,6 +60,9 @@ type Session struct {
 	closing    chan struct{} // closed by the first close request
 	writerDone chan struct{} // closed when the writer has exited and the socket is closed
 
+	// Owned by the running writer (one at a time: the queue hands over).
+	batch []Item
+
 	// Guarded by mu.
 	mu          sync.Mutex
 	closeCode   websocket.StatusCode
@@ -83,7 +86,7 @@ type Session struct {
 
 // New returns a session for an accepted connection; Start runs it.
 func New(conn *websocket.Conn, nc *hijack.Conn, id, group string, cfg Config, log zerolog.Logger, m *metrics.Metrics) *Session {
-	return &Session{
+	s := &Session{
 		ID: id, Group: group,
 		Remote:     nc.RemoteAddr().String(),
 		Since:      time.Now(),
@@ -96,6 +99,8 @@ func New(conn *websocket.Conn, nc *hijack.Conn, id, group string, cfg Config, lo
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
+	s.q.SetWriter(func() { go s.writeLoop() })
+	return s
 }
 
 // Conn is the WebSocket connection, for the reader. Only the reader may call
@@ -108,9 +113,9 @@ func (s *Session) NetConn() *hijack.Conn { return s.nc }
 // Log is the session's logger, with its id and group.
 func (s *Session) Log() *zerolog.Logger { return &s.log }
 
-// Start runs the writer and the keepalive. Wait returns after both are done.
+// Start runs the session: a writer whenever something is queued (no
+// goroutine while idle), and the keepalive. Wait returns after both are done.
 func (s *Session) Start() {
-	go s.writeLoop()
 	if s.cfg.PingInterval > 0 {
 		s.mu.Lock()
 		s.pingTimer = time.AfterFunc(s.cfg.PingInterval, s.ping)
@@ -172,6 +177,7 @@ func (s *Session) requestClose(code websocket.StatusCode, reason string, byPeer,
 	if abort {
 		s.nc.AbortWrites()
 	}
+	s.q.Kick() // the writer closes the socket
 	return true
 }
 
@@ -245,20 +251,34 @@ func (s *Session) Wait() {
 // sender abandoned.
 var errSenderAborted = errors.New("sender aborted the message being delivered")
 
-// writeLoop is the only code that writes data to the socket.
+// writeLoop is the only code that writes data to the socket. It runs while
+// there is something to write: it stops when it finds the queue empty, and
+// the next push starts it again. Once the session is closing it finishes the
+// connection and closes writerDone.
 func (s *Session) writeLoop() {
-	defer close(s.writerDone)
-	var batch []Item
+	batch := s.batch
 	var dlv metrics.Deliveries
 	var err error
 	for err == nil {
 		select {
-		case <-s.q.Ready():
 		case <-s.closing:
 			err = io.EOF
 			continue
+		default:
 		}
 		batch = s.q.TakeAll(batch[:0])
+		if len(batch) == 0 {
+			// Hand the array to the next writer before the queue can
+			// start one; do not keep a burst's worth while idle.
+			s.batch = batch
+			if cap(batch) > maxIdleBatch {
+				s.batch = nil
+			}
+			if s.q.StopIfEmpty() {
+				return
+			}
+			continue
+		}
 		for i := 0; i < len(batch); {
 			if err == nil {
 				select {
@@ -284,8 +304,13 @@ func (s *Session) writeLoop() {
 		clear(batch)
 		s.delivered(&dlv)
 	}
+	s.batch = nil
 	s.finish(err)
+	close(s.writerDone)
 }
+
+// maxIdleBatch is the largest batch array a writer keeps when it stops.
+const maxIdleBatch = 64
 
 // runBytes is about how many bytes of whole messages the writer hands to the
 // socket in one go (one writev) before it frees their room in the queue.
