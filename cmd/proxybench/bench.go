@@ -215,6 +215,11 @@ func (b *bench) idle(out *strings.Builder) error {
 		}
 		time.Sleep(3 * time.Second)
 		r.after = srv.mem()
+		if path := b.profilePath("idle-heap.pprof"); path != "" && srv.pprof != "" {
+			if err := saveProfile(srv, "heap", path); err != nil {
+				return err
+			}
+		}
 		closeAll(conns)
 		srv.stop()
 		if r.failures > 0 || r.firstErr != nil {

@@ -393,3 +393,22 @@ func profileCPU(s *server, d time.Duration, path string) <-chan error {
 	}()
 	return done
 }
+
+// saveProfile saves the proxy's pprof profile `name` (heap, goroutine, ...)
+// to path.
+func saveProfile(s *server, name, path string) error {
+	resp, err := http.Get(s.pprof + "/debug/pprof/" + name)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
