@@ -12,17 +12,22 @@
 //     first;
 //   - WriteFrames: whole data frames from the proxy's session writer, many
 //     messages in one system call, slotted between the frames the library
-//     writes (see WriteFrames for why that is safe).
+//     writes (see WriteFrames for why that is safe);
+//   - small buffers for the library, so that an idle connection holds little,
+//     with reads ahead into a pooled buffer while the peer is sending.
 package hijack
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -47,6 +52,13 @@ type Conn struct {
 
 	readFailed atomic.Bool // a Read on the socket returned an error (EOF included)
 
+	// Owned by the reading goroutine: bytes read ahead of the library's
+	// small buffer (a pooled buffer, only while it holds unread bytes), and
+	// the error a read ahead met, for when they are used up.
+	ahead    *[]byte
+	aheadPos int
+	aheadErr error
+
 	// Guarded by mu: aborted and the write deadline are set together so an
 	// abort cannot be overtaken by a Write refreshing its deadline.
 	mu      sync.Mutex
@@ -64,13 +76,74 @@ func NewConn(c net.Conn, writeTimeout time.Duration) *Conn {
 	return &Conn{Conn: c, writeTimeout: writeTimeout}
 }
 
-// Read reads from the socket, remembering any failure.
+// readAheadSize is how much a busy reader takes from the socket at once.
+const readAheadSize = 32 << 10
+
+var readAheadBufs = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
+
+// Read reads from the socket, remembering any failure. One goroutine reads.
+//
+// The library reads through a small buffer, so that an idle connection holds
+// little. When a read fills that buffer, more is probably waiting: Read then
+// takes what the socket holds right away (without waiting) into a pooled
+// buffer and serves the next reads from it, giving the buffer back when it
+// is used up. An idle reader waits on the socket holding no pooled buffer.
 func (c *Conn) Read(p []byte) (int, error) {
+	if c.ahead != nil {
+		n := copy(p, (*c.ahead)[c.aheadPos:])
+		c.aheadPos += n
+		if c.aheadPos == len(*c.ahead) {
+			*c.ahead = (*c.ahead)[:cap(*c.ahead)]
+			readAheadBufs.Put(c.ahead)
+			c.ahead = nil
+		}
+		return n, nil
+	}
+	if err := c.aheadErr; err != nil {
+		c.readFailed.Store(true)
+		return 0, err
+	}
 	n, err := c.Conn.Read(p)
 	if err != nil {
 		c.readFailed.Store(true)
+		return n, err
 	}
-	return n, err
+	if n == len(p) && n < readAheadSize {
+		c.readAhead()
+	}
+	return n, nil
+}
+
+// readAhead takes what the socket holds now, if anything, without waiting.
+func (c *Conn) readAhead() {
+	sc, ok := c.Conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	bp := readAheadBufs.Get().(*[]byte)
+	var n int
+	var rerr error
+	err = rc.Read(func(fd uintptr) bool {
+		n, rerr = syscall.Read(int(fd), *bp)
+		return true // never wait
+	})
+	switch {
+	case err != nil: // closed, or past a deadline: the next read says so
+	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+	case rerr != nil:
+		c.aheadErr = os.NewSyscallError("read", rerr)
+	case n == 0:
+		c.aheadErr = io.EOF
+	default:
+		*bp = (*bp)[:n]
+		c.ahead, c.aheadPos = bp, 0
+		return
+	}
+	readAheadBufs.Put(bp)
 }
 
 // ReadFailed reports whether any Read on the socket has failed or hit EOF.
@@ -186,6 +259,18 @@ func NewResponseWriter(w http.ResponseWriter, writeTimeout time.Duration) *Respo
 	return &ResponseWriter{ResponseWriter: w, writeTimeout: writeTimeout}
 }
 
+// The buffers the WebSocket library gets, for as long as the connection
+// lasts. net/http's are 4 KiB each; most connections are idle most of the
+// time, so the library gets small ones instead. A busy reader still reads
+// the socket in large pieces (see Conn.Read). The library's writer carries
+// only what the session writer does not frame itself (see WriteFrames):
+// control frames, which must fit whole (2 + 125 bytes) so that one reaches
+// Write in one piece, and the frames of streamed messages, which are large.
+const (
+	libReadBufSize  = 512
+	libWriteBufSize = 256
+)
+
 // Hijack implements http.Hijacker.
 func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
@@ -193,11 +278,24 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, err
 	}
 	w.conn = NewConn(nc, w.writeTimeout)
-	// The library re-points brw.Reader at the returned conn after draining what
-	// is already buffered, so every later socket read goes through w.conn.
-	// Writes go through brw.Writer, which must therefore write to w.conn too.
-	brw.Writer.Reset(w.conn)
-	return w.conn, brw, nil
+	// The library re-points the reader at the returned conn after draining
+	// what is already buffered, so every later socket read goes through
+	// w.conn; bytes the client sent right after its request must be in the
+	// new reader's buffer for that. Writes go through the writer, which must
+	// therefore write to w.conn too.
+	early := brw.Reader.Buffered()
+	var rd io.Reader = w.conn
+	if early > 0 {
+		p, _ := brw.Reader.Peek(early)
+		rd = io.MultiReader(bytes.NewReader(bytes.Clone(p)), w.conn)
+	}
+	br := bufio.NewReaderSize(rd, max(libReadBufSize, early))
+	if early > 0 {
+		if _, err := br.Peek(early); err != nil {
+			return nil, nil, err
+		}
+	}
+	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, libWriteBufSize)), nil
 }
 
 // Conn returns the hijacked connection, or nil before Hijack.
