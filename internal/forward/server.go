@@ -162,20 +162,21 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// carries its own constant reason.
 	conn.SetReadLimit(-1)
 
-	log := s.log.With().Str("group", groupName).Str("id", id).Logger()
 	sess := session.New(conn, hw.Conn(), id, groupName, session.Config{
 		QueueBytes:   s.opts.SendQueueBytes,
 		PingInterval: s.opts.PingInterval,
 		PingTimeout:  s.opts.PingTimeout,
 		CloseGrace:   s.opts.CloseGrace,
-	}, log, s.metrics)
+	}, s.log, s.metrics)
 	g, replaced, leave := s.registry.Join(sess)
 	if replaced != nil {
 		replaced.Close(session.StatusReplaced, "replaced")
 	}
 	s.metrics.Connected()
 	sess.Start()
-	log.Debug().Str("remote", sess.Remote).Msg("connected")
+	if s.log.Debug().Enabled() {
+		sess.Log().Debug().Str("remote", sess.Remote).Msg("connected")
+	}
 	if s.closingAll.Load() {
 		sess.Close(websocket.StatusGoingAway, "going away")
 	}

@@ -53,7 +53,7 @@ type Session struct {
 	conn      *websocket.Conn
 	nc        *hijack.Conn
 	cfg       Config
-	log       zerolog.Logger
+	log       zerolog.Logger // the server's; Log adds this session's fields
 	metrics   *metrics.Metrics
 	q         *Queue
 
@@ -110,8 +110,13 @@ func (s *Session) Conn() *websocket.Conn { return s.conn }
 // NetConn is the socket under the WebSocket connection.
 func (s *Session) NetConn() *hijack.Conn { return s.nc }
 
-// Log is the session's logger, with its id and group.
-func (s *Session) Log() *zerolog.Logger { return &s.log }
+// Log is the session's logger, with its id and group. It is built on each
+// call, for the few lines a session logs, rather than kept for the
+// connection's whole life.
+func (s *Session) Log() *zerolog.Logger {
+	l := s.log.With().Str("group", s.Group).Str("id", s.ID).Logger()
+	return &l
+}
 
 // Start runs the session: a writer whenever something is queued (no
 // goroutine while idle), and the keepalive. Wait returns after both are done.
@@ -159,7 +164,7 @@ func (s *Session) ClosedByPeer(code websocket.StatusCode, reason string) {
 func (s *Session) Evict(reason string) {
 	if s.requestClose(websocket.StatusPolicyViolation, "slow consumer", false, true) {
 		s.metrics.Evicted(reason)
-		s.log.Warn().Str("reason", reason).Int64("queued_bytes", s.q.Bytes()).Msg("evicting slow consumer")
+		s.Log().Warn().Str("reason", reason).Int64("queued_bytes", s.q.Bytes()).Msg("evicting slow consumer")
 	}
 }
 
@@ -473,7 +478,7 @@ func (s *Session) finish(err error) {
 		_ = s.conn.CloseNow()
 		return
 	case errors.Is(err, hijack.ErrMidFrame):
-		s.log.Error().Err(err).Msg("writer bug")
+		s.Log().Error().Err(err).Msg("writer bug")
 		s.Close(websocket.StatusInternalError, "internal error")
 	case err != io.EOF:
 		// The socket failed under a write. A write that stalled past the
@@ -525,7 +530,7 @@ func (s *Session) ping() {
 			select {
 			case <-s.closing:
 			default:
-				s.log.Info().Err(err).Msg("keepalive ping failed")
+				s.Log().Info().Err(err).Msg("keepalive ping failed")
 				s.Close(websocket.StatusPolicyViolation, "policy")
 			}
 			return
