@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -275,17 +276,29 @@ func (s *Server) streamSpace(src *source, st *message.Stream) ([]byte, error) {
 // stallWatch closes in on a message that makes no progress: if no payload
 // byte arrives for the timeout, it makes the socket's pending read fail.
 // One per connection; start and stop bracket each message.
+//
+// Its timer is not reset per message (a timer reset costs more than relaying
+// a small message): it ticks every timeout while messages come, and a tick
+// that finds the same message at the same byte count as the previous tick
+// declares it stalled. So a stall is noticed between one and two timeouts
+// after the last progress (or the start of the message). A tick that finds
+// no message in progress lets the timer lapse until the next start.
 type stallWatch struct {
 	nc      *hijack.Conn
 	timeout time.Duration
 	timer   *time.Timer
 
+	bytes atomic.Int64 // payload read in the current message (the reader writes)
+	stuck atomic.Bool
+
+	// Guarded by mu, with the socket's read deadline.
 	mu       sync.Mutex
-	active   bool
-	bytes    int64 // payload read in the current message
-	seen     int64 // bytes at the previous tick
-	isStuck  bool
-	deadline bool // the read deadline was forced into the past
+	active   bool   // a message is in progress
+	msg      uint64 // counts messages started
+	armed    bool   // the timer is set
+	seenMsg  uint64 // msg at the previous tick
+	seen     int64  // bytes at the previous tick
+	deadline bool   // the read deadline was forced into the past
 }
 
 func newStallWatch(nc *hijack.Conn, timeout time.Duration) *stallWatch {
@@ -296,39 +309,39 @@ func newStallWatch(nc *hijack.Conn, timeout time.Duration) *stallWatch {
 }
 
 func (w *stallWatch) start() {
+	w.bytes.Store(0)
+	w.stuck.Store(false)
 	w.mu.Lock()
-	w.active, w.bytes, w.seen, w.isStuck = true, 0, 0, false
+	w.active = true
+	w.msg++
+	if !w.armed {
+		w.armed = true
+		w.timer.Reset(w.timeout)
+	}
 	w.mu.Unlock()
-	w.timer.Reset(w.timeout)
 }
 
-func (w *stallWatch) progress(n int) {
-	w.mu.Lock()
-	w.bytes += int64(n)
-	w.mu.Unlock()
-}
+func (w *stallWatch) progress(n int) { w.bytes.Add(int64(n)) }
 
 func (w *stallWatch) tick() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if !w.active {
+		w.armed = false
 		return
 	}
-	if w.bytes != w.seen {
-		w.seen = w.bytes
+	if b := w.bytes.Load(); w.msg != w.seenMsg || b != w.seen {
+		w.seenMsg, w.seen = w.msg, b
 		w.timer.Reset(w.timeout)
 		return
 	}
-	w.isStuck = true
+	w.armed = false
+	w.stuck.Store(true)
 	w.deadline = true
 	_ = w.nc.SetReadDeadline(time.Unix(1, 0))
 }
 
-func (w *stallWatch) stalled() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.isStuck
-}
+func (w *stallWatch) stalled() bool { return w.stuck.Load() }
 
 // stop ends the watch over the current message. After it returns, the watch
 // does not touch the socket until the next start.
@@ -340,5 +353,10 @@ func (w *stallWatch) stop() {
 		_ = w.nc.SetReadDeadline(time.Time{})
 	}
 	w.mu.Unlock()
+}
+
+// close stops the timer for good.
+func (w *stallWatch) close() {
+	w.stop()
 	w.timer.Stop()
 }

@@ -215,7 +215,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 	src := &source{from: sess, stop: sess.Closing(), truncated: nc.ReadFailed}
 	if s.opts.MessageIdleTimeout > 0 {
 		src.watch = newStallWatch(nc, s.opts.MessageIdleTimeout)
-		defer src.watch.stop()
+		defer src.watch.close()
 	}
 	for {
 		typ, r, err := conn.Reader(context.Background())
