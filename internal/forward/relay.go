@@ -111,16 +111,19 @@ func (s *Server) relay(src *source, t target, only *session.Session) (int, error
 	s.received(src, int64(len(b.B)))
 
 	it := session.Item{Buf: b, Enqueued: session.Now()}
+	// One reference per receiver, taken in one go rather than one atomic
+	// operation each (receivers' writers release theirs meanwhile): more
+	// than there can be receivers (each is an open socket), the rest given
+	// back at the end with this holder's.
+	const refs = 1 << 30
+	b.Retain(refs)
 	delivered := 0
 	t.each(src.from, only, func(m *session.Session) {
-		b.Retain(1)
 		if s.deliver(src, m, it) {
 			delivered++
-		} else {
-			b.Release()
 		}
 	})
-	b.Release()
+	b.ReleaseN(refs - delivered + 1)
 	return delivered, nil
 }
 

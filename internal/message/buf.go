@@ -75,8 +75,11 @@ func (b *Buf) Retain(n int) { b.refs.Add(int32(n)) }
 
 // Release drops one reference; the last one returns the memory to the pool.
 // b must not be used after its holder's Release.
-func (b *Buf) Release() {
-	switch r := b.refs.Add(-1); {
+func (b *Buf) Release() { b.ReleaseN(1) }
+
+// ReleaseN drops n references at once.
+func (b *Buf) ReleaseN(n int) {
+	switch r := b.refs.Add(-int32(n)); {
 	case r == 0:
 		b.B = b.B[:0]
 		bufPools[b.class].Put(b)
