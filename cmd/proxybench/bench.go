@@ -259,9 +259,19 @@ func (b *bench) handshakes(out *strings.Builder) error {
 		}
 		time.Sleep(300 * time.Millisecond)
 		logf(b.log, "handshakes %s: %d", srv.name, n)
+		var prof <-chan error
+		if path := b.profilePath("handshakes.pprof"); path != "" && srv.pprof != "" {
+			prof = profileCPU(srv, 2*time.Second, path)
+			time.Sleep(50 * time.Millisecond)
+		}
 		c0 := srv.cpu()
 		conns, r := openConns(b.ctx, srv, n, workers, 2, false)
 		cpu := srv.cpu() - c0
+		if prof != nil {
+			if err := <-prof; err != nil {
+				return err
+			}
+		}
 		closeAll(conns)
 		srv.stop()
 		sortInt64(r.lat)
