@@ -150,42 +150,52 @@ func (b *bench) startSystem(name string) (*server, system, error) {
 
 func (b *bench) latency(out *strings.Builder) error {
 	p := b.p
-	fmt.Fprintf(out, "\n## Latency (open loop)\n\nThe fan-out groups, each sender at a fixed rate: together half of "+
-		"wsproxy's closed-loop fan-out maximum for that size, the same rate for NATS. One-way latency from the send "+
-		"time in the payload (taken just before the write) to the receiver having the whole message, over %v. "+
-		"Generator lag is how late the sender was on its schedule: it bounds how much of the tail is the load generator's own.\n\n",
-		p.latMeasure)
-	fmt.Fprintf(out, "| size | system | messages/s sent | deliveries/s | p50 | p99 | p99.9 | max | generator lag p99 | received / expected | gaps |\n")
-	fmt.Fprintf(out, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(out, "\n## Latency (open loop)\n\nThe fan-out groups, each sender at a fixed rate: together a fraction of "+
+		"wsproxy's closed-loop fan-out maximum for that size (the target is judged at one half), the same rate for NATS. "+
+		"One-way latency from the send time in the payload (taken just before the write) to the receiver having the "+
+		"whole message, over %v (%v below one half). Generator lag is how late senders were on their schedule: the "+
+		"load generator shares the two cores, and a late generator means a saturated machine.\n\n",
+		p.latMeasure, p.latMeasureLow)
+	fmt.Fprintf(out, "| size | of max | system | messages/s sent | deliveries/s | p50 | p99 | p99.9 | max | generator lag p99 | received / expected | gaps |\n")
+	fmt.Fprintf(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, size := range fanSizes {
 		maxRate := b.fan["wsproxy"][size].perSec() / float64(fanMembers-1)
-		perSender := maxRate / 2 / fanGroups
-		for _, sysName := range b.systems("wsproxy", "nats") {
-			logf(b.log, "latency %s %d B at %.0f msgs/s per sender", sysName, size, perSender)
-			srv, sys, err := b.startSystem(sysName)
-			if err != nil {
-				return err
+		for _, frac := range p.latFractions {
+			perSender := maxRate * frac / fanGroups
+			measure := p.latMeasure
+			if frac < 0.5 {
+				measure = p.latMeasureLow
 			}
-			r, err := runFanout(b.ctx, sysName, sys, srv, fanoutConfig{
-				groups: fanGroups, members: fanMembers, size: size,
-				warmup: p.fanWarmup, measure: p.latMeasure, rate: perSender,
-				profile: b.profilePath(fmt.Sprintf("latency-%d.pprof", size)),
-			})
-			srv.stop()
-			if err != nil {
-				return fmt.Errorf("%s: %w", sysName, err)
-			}
-			sortInt64(r.lat)
-			sortInt64(r.lag)
-			p50, p99, p999 := percentile(r.lat, 50), percentile(r.lat, 99), percentile(r.lat, 99.9)
-			fmt.Fprintf(out, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %d |\n",
-				sizeName(int64(size)), sysName, count(float64(r.sent)/r.wall.Seconds()), count(r.perSec()),
-				ms(p50), ms(p99), ms(p999), ms(percentile(r.lat, 100)), ms(percentile(r.lag, 99)),
-				r.receivedTotal, r.expectedTotal, r.gaps)
-			if sysName == "wsproxy" {
-				ok := p50 <= 300*time.Microsecond && p99 <= 2*time.Millisecond && p999 <= 10*time.Millisecond
-				b.judge("latency "+sizeName(int64(size)), "p50 <= 0.3 ms, p99 <= 2 ms, p99.9 <= 10 ms", ok,
-					"p50 %s, p99 %s, p99.9 %s at %s deliveries/s", ms(p50), ms(p99), ms(p999), count(r.perSec()))
+			for _, sysName := range b.systems("wsproxy", "nats") {
+				logf(b.log, "latency %s %d B at %.0f msgs/s per sender", sysName, size, perSender)
+				srv, sys, err := b.startSystem(sysName)
+				if err != nil {
+					return err
+				}
+				prof := ""
+				if frac == 0.5 {
+					prof = b.profilePath(fmt.Sprintf("latency-%d.pprof", size))
+				}
+				r, err := runFanout(b.ctx, sysName, sys, srv, fanoutConfig{
+					groups: fanGroups, members: fanMembers, size: size,
+					warmup: p.fanWarmup, measure: measure, rate: perSender, profile: prof,
+				})
+				srv.stop()
+				if err != nil {
+					return fmt.Errorf("%s: %w", sysName, err)
+				}
+				sortInt64(r.lat)
+				sortInt64(r.lag)
+				p50, p99, p999 := percentile(r.lat, 50), percentile(r.lat, 99), percentile(r.lat, 99.9)
+				fmt.Fprintf(out, "| %s | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %d |\n",
+					sizeName(int64(size)), frac, sysName, count(float64(r.sent)/r.wall.Seconds()), count(r.perSec()),
+					ms(p50), ms(p99), ms(p999), ms(percentile(r.lat, 100)), ms(percentile(r.lag, 99)),
+					r.receivedTotal, r.expectedTotal, r.gaps)
+				if sysName == "wsproxy" && frac == 0.5 {
+					ok := p50 <= 300*time.Microsecond && p99 <= 2*time.Millisecond && p999 <= 10*time.Millisecond
+					b.judge("latency "+sizeName(int64(size)), "p50 <= 0.3 ms, p99 <= 2 ms, p99.9 <= 10 ms", ok,
+						"p50 %s, p99 %s, p99.9 %s at %s deliveries/s", ms(p50), ms(p99), ms(p999), count(r.perSec()))
+				}
 			}
 		}
 	}

@@ -50,6 +50,8 @@ type params struct {
 	quick                 bool
 	fanWarmup, fanMeasure time.Duration
 	latMeasure            time.Duration
+	latMeasureLow         time.Duration // for the fractions below one half
+	latFractions          []float64     // of the fan-out maximum; 0.5 is the target's
 	idleConns             int
 	handshakes            int
 	blobSizes             []int64 // 1->1, one frame; the last is also sent in fragments
@@ -61,8 +63,9 @@ type params struct {
 func fullParams() params {
 	return params{
 		fanWarmup: time.Second, fanMeasure: 5 * time.Second,
-		latMeasure: 8 * time.Second,
-		idleConns:  10000, handshakes: 10000,
+		latMeasure: 8 * time.Second, latMeasureLow: 4 * time.Second,
+		latFractions: []float64{0.5, 0.1, 0.02},
+		idleConns:    10000, handshakes: 10000,
 		blobSizes:   []int64{64 << 20, 1 << 30},
 		blobFanSize: 256 << 20,
 		slowDur:     10 * time.Second,
@@ -74,8 +77,9 @@ func quickParams() params {
 	return params{
 		quick:     true,
 		fanWarmup: 300 * time.Millisecond, fanMeasure: 1500 * time.Millisecond,
-		latMeasure: 2 * time.Second,
-		idleConns:  1000, handshakes: 2000,
+		latMeasure: 2 * time.Second, latMeasureLow: time.Second,
+		latFractions: []float64{0.5, 0.1},
+		idleConns:    1000, handshakes: 2000,
 		blobSizes:   []int64{16 << 20, 64 << 20},
 		blobFanSize: 32 << 20,
 		slowDur:     3 * time.Second,
