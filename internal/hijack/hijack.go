@@ -58,6 +58,11 @@ type Conn struct {
 	ahead    *[]byte
 	aheadPos int
 	aheadErr error
+	raw      syscall.RawConn    // the socket's, once needed
+	rawRead  func(uintptr) bool // c.readAheadFD, made once
+	rawBuf   []byte             // rawRead's buffer, and what it got:
+	rawN     int
+	rawErr   error
 
 	// Guarded by mu: aborted and the write deadline are set together so an
 	// abort cannot be overtaken by a Write refreshing its deadline.
@@ -116,21 +121,22 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // readAhead takes what the socket holds now, if anything, without waiting.
 func (c *Conn) readAhead() {
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
+	if c.rawRead == nil {
+		sc, ok := c.Conn.(syscall.Conn)
+		if !ok {
+			return
+		}
+		raw, err := sc.SyscallConn()
+		if err != nil {
+			return
+		}
+		c.raw, c.rawRead = raw, c.readAheadFD
 	}
 	bp := readAheadBufs.Get().(*[]byte)
-	var n int
-	var rerr error
-	err = rc.Read(func(fd uintptr) bool {
-		n, rerr = syscall.Read(int(fd), *bp)
-		return true // never wait
-	})
+	c.rawBuf = *bp
+	err := c.raw.Read(c.rawRead)
+	n, rerr := c.rawN, c.rawErr
+	c.rawBuf, c.rawErr = nil, nil
 	switch {
 	case err != nil: // closed, or past a deadline: the next read says so
 	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
@@ -144,6 +150,12 @@ func (c *Conn) readAhead() {
 		return
 	}
 	readAheadBufs.Put(bp)
+}
+
+// readAheadFD reads once into c.rawBuf, never waiting.
+func (c *Conn) readAheadFD(fd uintptr) bool {
+	c.rawN, c.rawErr = syscall.Read(int(fd), c.rawBuf)
+	return true
 }
 
 // ReadFailed reports whether any Read on the socket has failed or hit EOF.

@@ -99,7 +99,10 @@ func New(conn *websocket.Conn, nc *hijack.Conn, id, group string, cfg Config, lo
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
-	s.q.SetWriter(func() { go s.writeLoop() })
+	// The method value is made once: `go s.writeLoop()` would allocate a
+	// closure each time the writer starts.
+	writer := s.writeLoop
+	s.q.SetWriter(func() { go writer() })
 	return s
 }
 
@@ -328,8 +331,8 @@ const copyMax = 1 << 10
 // run is the frames of a run of whole messages, ready for one writev: frame
 // headers and small payloads copied into buf, larger payloads by reference.
 type run struct {
-	buf  []byte // never grows past its capacity: bufs point into it
-	bufs net.Buffers
+	buf  []byte      // never grows past its capacity: bufs point into it
+	bufs net.Buffers // what WriteFrames consumes
 	vec  net.Buffers // bufs' backing array, kept across uses
 }
 
@@ -347,14 +350,15 @@ var runs = sync.Pool{New: func() any { return &run{buf: make([]byte, 0, runBytes
 func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, error) {
 	r := runs.Get().(*run)
 	buf, bufs := r.buf[:0], r.vec[:0]
-	seg := 0 // where the part of buf not yet in bufs begins
+	seg := 0   // where the part of buf not yet in bufs begins
+	total := 0 // frame bytes in the run
 	j := i
 	var err error
 	for ; j < len(batch) && batch[j].Buf != nil; j++ {
 		b := batch[j].Buf
 		size := hijack.MaxHeaderLen + len(b.B)
 		if j > i {
-			if len(buf)+size > runBytes {
+			if total+size > runBytes {
 				break
 			}
 			select {
@@ -366,6 +370,7 @@ func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, e
 				break
 			}
 		}
+		total += size
 		buf = hijack.AppendHeader(buf, b.Type == websocket.MessageText, len(b.B))
 		if len(b.B) <= copyMax {
 			buf = append(buf, b.B...)
@@ -379,7 +384,11 @@ func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, e
 	}
 	r.vec = bufs[:0]
 	if err == nil {
-		err = s.nc.WriteFrames(&bufs)
+		// Through r, which is on the heap already: &bufs would move
+		// bufs there, one allocation per run.
+		r.bufs = bufs
+		err = s.nc.WriteFrames(&r.bufs)
+		r.bufs = nil
 	}
 	now := Now()
 	var size int64
