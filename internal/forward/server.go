@@ -297,13 +297,21 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Unlock()
 	s.drainingFlag.Store(true)
 
-	// A reader that has not woken yet for bytes already in its socket looks
-	// quiet: only a reader seen quiet for a whole quietPeriod of the drain
-	// counts.
-	quietFrom := time.Now().Add(quietPeriod)
+	// Done when, for a whole quietPeriod of the drain, nothing was queued,
+	// every reader was between messages and none started or finished one. (A
+	// reader that has not woken yet for bytes already in its socket looks
+	// quiet for a moment: hence a whole period, watched from the start.)
+	var seen map[*session.Session]uint64
+	quietSince := time.Now()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
-	for time.Now().Before(quietFrom) || !s.allIdle() {
+	for {
+		var busy bool
+		if busy, seen = s.busy(seen); busy {
+			quietSince = time.Now()
+		} else if time.Since(quietSince) >= quietPeriod {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			s.log.Warn().Msg("shutdown timeout reached with messages still queued")
@@ -333,12 +341,19 @@ closeAll:
 	<-done
 }
 
-func (s *Server) allIdle() bool {
-	since := session.Now() - int64(quietPeriod)
-	for _, sess := range s.registry.Sessions() {
-		if !sess.Idle() || !sess.Quiet(since) {
-			return false
+// busy reports whether any session has something queued, is reading a
+// message, or started or finished one since the previous call (whose
+// activity counts are prev; it returns the new ones).
+func (s *Server) busy(prev map[*session.Session]uint64) (bool, map[*session.Session]uint64) {
+	sessions := s.registry.Sessions()
+	cur := make(map[*session.Session]uint64, len(sessions))
+	busy := false
+	for _, sess := range sessions {
+		in, marks := sess.Activity()
+		cur[sess] = marks
+		if was, ok := prev[sess]; !ok || was != marks || in || !sess.Idle() {
+			busy = true
 		}
 	}
-	return true
+	return busy, cur
 }

@@ -81,7 +81,7 @@ type Session struct {
 
 	// Reader activity, for the shutdown drain. Written by the reader only.
 	inMessage atomic.Bool
-	lastRead  atomic.Int64 // Now() when the last message started or ended
+	marks     atomic.Uint64 // messages started plus messages ended
 }
 
 // New returns a session for an accepted connection; Start runs it.
@@ -210,22 +210,24 @@ func (s *Session) Parked(p bool) {
 	s.mu.Unlock()
 }
 
-// BeginMessage and EndMessage bracket each message the reader reads.
+// BeginMessage and EndMessage bracket each message the reader reads. They
+// take no clock reading (that would cost more than the rest of them): the
+// shutdown drain watches Activity over time instead.
 func (s *Session) BeginMessage() {
 	s.inMessage.Store(true)
-	s.lastRead.Store(Now())
+	s.marks.Add(1)
 }
 
 // EndMessage: see BeginMessage.
 func (s *Session) EndMessage() {
 	s.inMessage.Store(false)
-	s.lastRead.Store(Now())
+	s.marks.Add(1)
 }
 
-// Quiet reports whether the reader is between messages and has not started
-// or finished one since the Now() timestamp since.
-func (s *Session) Quiet(since int64) bool {
-	return !s.inMessage.Load() && s.lastRead.Load() < since
+// Activity reports whether the reader is inside a message, and a count that
+// changes whenever it starts or finishes one.
+func (s *Session) Activity() (inMessage bool, marks uint64) {
+	return s.inMessage.Load(), s.marks.Load()
 }
 
 // CountIn adds a received message to the session's totals.
