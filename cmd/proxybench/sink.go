@@ -48,7 +48,10 @@ func runSink(args []string) error {
 	return fmt.Errorf("sink: unknown mode %q", *mode)
 }
 
-var sinkBufs = sync.Pool{New: func() any { b := make([]byte, 64<<10); return &b }}
+// sinkBufs are the buffers the sinks read into, only while reading: large,
+// so that the baselines read as fast as they can (the proxy reads streamed
+// messages into a ring of 2 MiB).
+var sinkBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
 
 // serveWSSink serves WebSocket connections on ln until it fails. onMsg, if
 // set, is called with the start (at least 16 bytes, when the message has
