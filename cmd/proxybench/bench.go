@@ -156,8 +156,8 @@ func (b *bench) latency(out *strings.Builder) error {
 		"whole message, over %v (%v below one half). Generator lag is how late senders were on their schedule: the "+
 		"load generator shares the two cores, and a late generator means a saturated machine.\n\n",
 		p.latMeasure, p.latMeasureLow)
-	fmt.Fprintf(out, "| size | of max | system | messages/s sent | deliveries/s | p50 | p99 | p99.9 | max | generator lag p99 | received / expected | gaps |\n")
-	fmt.Fprintf(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	fmt.Fprintf(out, "| size | of max | system | messages/s sent | deliveries/s | p50 | p99 | p99.9 | max | generator lag p99 | CPU: server + generator, of 2 cores | received / expected | gaps |\n")
+	fmt.Fprintf(out, "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, size := range fanSizes {
 		maxRate := b.fan["wsproxy"][size].perSec() / float64(fanMembers-1)
 		for _, frac := range p.latFractions {
@@ -187,9 +187,10 @@ func (b *bench) latency(out *strings.Builder) error {
 				sortInt64(r.lat)
 				sortInt64(r.lag)
 				p50, p99, p999 := percentile(r.lat, 50), percentile(r.lat, 99), percentile(r.lat, 99.9)
-				fmt.Fprintf(out, "| %s | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %d / %d | %d |\n",
+				fmt.Fprintf(out, "| %s | %.2f | %s | %s | %s | %s | %s | %s | %s | %s | %.2f + %.2f | %d / %d | %d |\n",
 					sizeName(int64(size)), frac, sysName, count(float64(r.sent)/r.wall.Seconds()), count(r.perSec()),
 					ms(p50), ms(p99), ms(p999), ms(percentile(r.lat, 100)), ms(percentile(r.lag, 99)),
+					r.cpu.Seconds()/r.wall.Seconds(), r.genCPU.Seconds()/r.wall.Seconds(),
 					r.receivedTotal, r.expectedTotal, r.gaps)
 				if sysName == "wsproxy" && frac == 0.5 {
 					ok := p50 <= 300*time.Microsecond && p99 <= 2*time.Millisecond && p999 <= 10*time.Millisecond

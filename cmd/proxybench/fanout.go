@@ -35,6 +35,7 @@ type fanoutResult struct {
 	sent       int64 // messages sent in the measured window
 	deliveries int64 // messages received in the measured window
 	wall, cpu  time.Duration
+	genCPU     time.Duration // this process's CPU in the window (the load generator)
 	// Over the whole run (after the drain):
 	sentTotal, receivedTotal, expectedTotal int64
 	gaps                                    int64 // out-of-order or missing sequence numbers seen
@@ -201,7 +202,7 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 		return n
 	}
 	sleepCtx(ctx, cfg.warmup)
-	d0, s0, c0, t0 := count(), sentTotal.Load(), srv.cpu(), time.Now()
+	d0, s0, c0, g0, t0 := count(), sentTotal.Load(), srv.cpu(), selfCPU(), time.Now()
 	measuring.Store(true)
 	var prof <-chan error
 	if cfg.profile != "" && srv.pprof != "" {
@@ -214,7 +215,7 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 			return res, fmt.Errorf("profile: %w", err)
 		}
 	}
-	d1, s1, c1, t1 := count(), sentTotal.Load(), srv.cpu(), time.Now()
+	d1, s1, c1, g1, t1 := count(), sentTotal.Load(), srv.cpu(), selfCPU(), time.Now()
 	stop.Store(true)
 	for _, g := range groups {
 		select {
@@ -230,6 +231,7 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 	}
 
 	res.deliveries, res.sent, res.cpu, res.wall = d1-d0, s1-s0, c1-c0, t1.Sub(t0)
+	res.genCPU = g1 - g0
 	res.sentTotal = sentTotal.Load()
 	res.expectedTotal = res.sentTotal * int64(cfg.members-1)
 	// Let what is in flight arrive, to account for every message.
