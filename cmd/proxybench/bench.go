@@ -206,9 +206,9 @@ func (b *bench) latency(out *strings.Builder) error {
 func (b *bench) idle(out *strings.Builder) error {
 	n := b.p.idleConns
 	fmt.Fprintf(out, "\n## Idle connections\n\n%d connections in groups of 2, opened from 16 loopback source addresses, "+
-		"then left idle for 3 s. Per connection: (VmRSS with all connected - VmRSS before) / connections. "+
+		"then left idle for %v. Per connection: (VmRSS with all connected - VmRSS before) / connections. "+
 		"NATS connections each send CONNECT and SUB (one subject per pair). Baselines: the ws sink holds a "+
-		"coder/websocket connection with one goroutine blocked reading; the tcp sink one goroutine per socket.\n\n", n)
+		"coder/websocket connection with one goroutine blocked reading; the tcp sink one goroutine per socket.\n\n", n, b.p.idleSettle)
 	fmt.Fprintf(out, "| system | connections | RSS before | RSS after | per connection | vs wsproxy |\n| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	var wsPer float64
 	for _, name := range b.systems("wsproxy", "nats", "ws", "tcp") {
@@ -224,7 +224,7 @@ func (b *bench) idle(out *strings.Builder) error {
 				r.firstErr = err
 			}
 		}
-		time.Sleep(3 * time.Second)
+		time.Sleep(b.p.idleSettle)
 		r.after = srv.mem()
 		if path := b.profilePath("idle-heap.pprof"); path != "" && srv.pprof != "" {
 			if err := saveProfile(srv, "heap", path); err != nil {

@@ -53,6 +53,7 @@ type params struct {
 	latMeasureLow         time.Duration // for the fractions below one half
 	latFractions          []float64     // of the fan-out maximum; 0.5 is the target's
 	idleConns             int
+	idleSettle            time.Duration
 	handshakes            int
 	blobSizes             []int64 // 1->1, one frame; the last is also sent in fragments
 	blobFanSize           int64   // 1->9
@@ -76,10 +77,10 @@ func fullParams() params {
 func quickParams() params {
 	return params{
 		quick:     true,
-		fanWarmup: 300 * time.Millisecond, fanMeasure: 1500 * time.Millisecond,
-		latMeasure: 2 * time.Second, latMeasureLow: time.Second,
+		fanWarmup: 300 * time.Millisecond, fanMeasure: time.Second,
+		latMeasure: 1500 * time.Millisecond, latMeasureLow: time.Second,
 		latFractions: []float64{0.5, 0.1},
-		idleConns:    1000, handshakes: 2000,
+		idleConns:    1000, idleSettle: time.Second, handshakes: 2000,
 		blobSizes:   []int64{16 << 20, 64 << 20},
 		blobFanSize: 32 << 20,
 		slowDur:     3 * time.Second,
@@ -178,6 +179,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
+	}
+	if p.quick {
+		out.WriteString("\n(A quick run: smaller, shorter versions of each workload, e.g. 1000 idle connections where the\n" +
+			"target is stated for 10000. Judge the targets on a full run, `make bench`.)\n")
 	}
 	out.WriteString(b.targetsTable())
 	_, err = io.WriteString(stdout, out.String())
