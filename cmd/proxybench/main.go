@@ -66,7 +66,7 @@ func fullParams() params {
 		fanWarmup: time.Second, fanMeasure: 5 * time.Second,
 		latMeasure: 8 * time.Second, latMeasureLow: 4 * time.Second,
 		latFractions: []float64{0.5, 0.1, 0.02},
-		idleConns:    10000, handshakes: 10000,
+		idleConns:    10000, idleSettle: 3 * time.Second, handshakes: 10000,
 		blobSizes:   []int64{64 << 20, 1 << 30},
 		blobFanSize: 256 << 20,
 		slowDur:     10 * time.Second,
@@ -104,6 +104,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	p := fullParams()
 	if *quick {
 		p = quickParams()
+	}
+	if p.idleSettle <= 0 {
+		return errors.New("idle settle time not set")
 	}
 	want := map[string]bool{}
 	for _, w := range strings.Split(*only, ",") {
