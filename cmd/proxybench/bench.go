@@ -492,6 +492,17 @@ func machineHeader(root string, args []string) string {
 			}
 		}
 	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+				if kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64); err == nil {
+					mem = fmt.Sprintf(", %.0f GiB", float64(kb)/(1<<20))
+				}
+				break
+			}
+		}
+	}
 	kernel := "unknown"
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
@@ -509,7 +520,7 @@ func machineHeader(root string, args []string) string {
 	}
 	fmt.Fprintf(&s, "# proxybench run\n\n")
 	fmt.Fprintf(&s, "- date: %s\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
-	fmt.Fprintf(&s, "- machine: %d CPUs (nproc), %s, Linux %s\n", runtime.NumCPU(), cpu, kernel)
+	fmt.Fprintf(&s, "- machine: %d CPUs (nproc), %s%s, Linux %s\n", runtime.NumCPU(), cpu, mem, kernel)
 	fmt.Fprintf(&s, "- %s\n", gover)
 	fmt.Fprintf(&s, "- commit: %s\n", commit)
 	fmt.Fprintf(&s, "- command: `go run ./cmd/proxybench %s`\n", strings.Join(args, " "))
