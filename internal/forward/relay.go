@@ -210,6 +210,12 @@ func (s *Server) relayStream(src *source, t target, only *session.Session, head 
 		cur := st.Attach()
 		if err := m.TryPush(session.Item{Cursor: cur, Enqueued: now}); err != nil {
 			cur.Detach()
+			if !errors.Is(err, session.ErrClosed) {
+				// Never silently: a receiver that cannot take the
+				// message is closed. (A stream item always fits, so
+				// this is a safety net.)
+				m.Evict("queue_full")
+			}
 			return
 		}
 		delivered++

@@ -150,7 +150,9 @@ func (q *Queue) push(it Item, wait bool) (<-chan struct{}, error) {
 		q.mu.Unlock()
 		return nil, ErrClosed
 	}
-	if q.bytes > 0 && q.bytes+n > q.limit {
+	// A stream item takes no bytes and always fits: its bytes are bounded by
+	// its ring, and refusing it would lose the message for this receiver.
+	if n > 0 && q.bytes > 0 && q.bytes+n > q.limit {
 		if !wait {
 			q.mu.Unlock()
 			return nil, ErrFull

@@ -55,7 +55,14 @@ func TestQueueAdmitsOversizedIntoEmpty(t *testing.T) {
 	if err := q.TryPush(bufItem(1)); !errors.Is(err, ErrFull) {
 		t.Fatalf("behind it: %v", err)
 	}
+	// A streamed message takes no queue bytes: it must fit even now, or the
+	// receiver would miss it.
+	st := message.NewStream(0, message.NewRingPool(16))
+	if err := q.TryPush(Item{Cursor: st.Attach()}); err != nil {
+		t.Fatalf("stream item behind an oversized message: %v", err)
+	}
 	q.Close()
+	st.Finish()
 }
 
 func TestQueuePushWaitsForRoom(t *testing.T) {
