@@ -32,7 +32,7 @@ func parseParams(rawQuery string) (id, groupName string, rej *rejection) {
 	if rej != nil {
 		return "", "", rej
 	}
-	if !validID(id) {
+	if !ValidID(id) {
 		return "", "", &rejection{http.StatusBadRequest,
 			"parameter id must be 1-128 characters of A-Z a-z 0-9 - _ . ~", "bad_id"}
 	}
@@ -58,7 +58,8 @@ func single(q url.Values, name string) (string, *rejection) {
 	}
 }
 
-func validID(id string) bool {
+// ValidID reports whether id is 1-128 characters of A-Z a-z 0-9 - _ . ~.
+func ValidID(id string) bool {
 	if len(id) == 0 || len(id) > maxParamLen {
 		return false
 	}
@@ -87,9 +88,6 @@ func ValidGroupName(name string) bool {
 	}
 	return true
 }
-
-// ValidID reports whether id is 1-128 characters of A-Z a-z 0-9 - _ . ~.
-func ValidID(id string) bool { return validID(id) }
 
 // checkOrigin allows requests without Origin (non-browser clients), requests
 // from the proxy's own host, and origins matching one of patterns (host

@@ -131,13 +131,6 @@ func (s *Stream) Commit(n int) {
 	s.mu.Unlock()
 }
 
-// Produced is the number of bytes committed so far.
-func (s *Stream) Produced() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.produced
-}
-
 // Finish marks the message complete. The producer must not use the stream
 // afterwards.
 func (s *Stream) Finish() { s.end(false) }
@@ -232,16 +225,6 @@ func (c *Cursor) Advance(n int) {
 
 // Started reports whether any byte has been consumed through this cursor.
 func (c *Cursor) Started() bool { return c.pos > 0 }
-
-// Lag is how many produced bytes this cursor has not consumed yet.
-func (c *Cursor) Lag() int64 {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	if c.detached {
-		return 0
-	}
-	return c.s.produced - c.pos
-}
 
 // Detach removes the receiver from the stream so it no longer holds the
 // producer back. Call it exactly once, when the receiver is done with the

@@ -49,9 +49,6 @@ func (v *Validator) Write(p []byte) bool {
 // valid. Write must have returned true for every piece.
 func (v *Validator) Close() bool { return v.n == 0 }
 
-// Reset makes v ready for a new stream.
-func (v *Validator) Reset() { v.n = 0 }
-
 // incompleteTail returns how many bytes at the end of p start a rune that p
 // does not complete (0 to 3). Invalid bytes are left for utf8.Valid to reject.
 func incompleteTail(p []byte) int {

@@ -129,27 +129,6 @@ func TestValidatorEmptyPieces(t *testing.T) {
 	}
 }
 
-func TestValidatorReset(t *testing.T) {
-	t.Parallel()
-	var v utf8stream.Validator
-	if !v.Write([]byte("ab\xe2\x82")) {
-		t.Fatal("valid prefix rejected")
-	}
-	if v.Close() {
-		t.Fatal("Close accepted a stream ending mid-rune")
-	}
-	v.Reset()
-	// After Reset the held-back E2 82 is gone, so a continuation byte alone
-	// must be rejected.
-	if v.Write([]byte("\xac")) {
-		t.Fatal("Reset kept the pending bytes")
-	}
-	v.Reset()
-	if !v.Write([]byte("ok")) || !v.Close() {
-		t.Error("a valid stream after Reset was rejected")
-	}
-}
-
 // FuzzValidator cuts data into pieces at fuzzed points and checks that the
 // Validator agrees exactly with utf8.Valid of the whole, and that each Write
 // answers exactly whether the bytes so far can still become valid.
