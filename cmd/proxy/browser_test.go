@@ -198,7 +198,7 @@ func members(t *testing.T, p *proc, token, group string) map[string]time.Time {
 
 func waitMembers(t *testing.T, p *proc, token, group string, ids ...string) {
 	t.Helper()
-	waitUntil(t, strings.Join(ids, ", ")+" in "+group, func() bool {
+	waitFor(t, 10*time.Second, strings.Join(ids, ", ")+" in "+group, func() bool {
 		have := members(t, p, token, group)
 		for _, id := range ids {
 			if _, ok := have[id]; !ok {
@@ -245,7 +245,7 @@ func TestBrowser(t *testing.T) {
 	)
 	carol.waitJS("connected", jsConnected)
 	// A Go client in the same group checks types and bytes exactly.
-	gopher := dialWS(t, p, "gopher", room)
+	gopher := dial(t, p.addr(), "gopher", room)
 	waitMembers(t, p, token, room, "alice", "bob", "gopher")
 	waitMembers(t, p, token, "other", "carol")
 
@@ -262,7 +262,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatal("received text was rendered as HTML")
 	}
 	for _, want := range []string{hello, markup} {
-		if typ, got := read(t, gopher); typ != websocket.MessageText || string(got) != want {
+		if typ, got := receive(t, gopher); typ != websocket.MessageText || string(got) != want {
 			t.Fatalf("gopher got %v %q, want text %q", typ, got, want)
 		}
 	}
@@ -279,7 +279,7 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("send-file")),
 	)
 	alice.waitJS("the file sent", `document.querySelector('#log li[data-kind="out-binary"]')?.dataset.done === "sent"`)
-	if typ, got := read(t, gopher); typ != websocket.MessageBinary || !bytes.Equal(got, content) {
+	if typ, got := receive(t, gopher); typ != websocket.MessageBinary || !bytes.Equal(got, content) {
 		t.Fatalf("gopher got %v message of %d bytes, want the file's %d bytes", typ, len(got), len(content))
 	}
 	// bob downloads it through the page's link: byte for byte the file.
@@ -297,7 +297,7 @@ func TestBrowser(t *testing.T) {
 	}
 	bob.do(chromedp.Click(chromedp.CSS(`#log li[data-kind="in-binary"] a`)))
 	saved := filepath.Join(downloads, link.Name)
-	waitUntil(t, "the download", func() bool {
+	waitFor(t, 10*time.Second, "the download", func() bool {
 		fi, err := os.Stat(saved)
 		return err == nil && fi.Size() == int64(len(content))
 	})
@@ -312,7 +312,7 @@ func TestBrowser(t *testing.T) {
 	if got := alice.texts(); got[0] != reply {
 		t.Fatalf("alice shows %q", got)
 	}
-	read(t, gopher)
+	receive(t, gopher)
 
 	// carol, in another group, got none of it: the first and only message
 	// she sees is one sent to her group after all of the above.
@@ -359,14 +359,14 @@ func TestBrowser(t *testing.T) {
 	abandonMessage(t, p, token, room, gopher)
 	alice.waitJS("4002 in the log", `Array.from(document.querySelectorAll('#log li[data-kind="sys"]')).some((e) => e.textContent.includes("4002 sender aborted"))`)
 	alice.waitJS("connected again", jsConnected)
-	waitUntil(t, "alice back in the group", func() bool {
+	waitFor(t, 10*time.Second, "alice back in the group", func() bool {
 		since, ok := members(t, p, token, room)["alice"]
 		return ok && since.After(before)
 	})
 
 	// alice is replaced by a connection with her id: the page says so and
 	// does not reconnect (which would replace the newcomer in turn).
-	dialWS(t, p, "alice", room)
+	dial(t, p.addr(), "alice", room)
 	alice.waitJS("closed", jsClosed)
 	status = eval[string](alice, `document.getElementById("status").textContent`)
 	for _, want := range []string{"4001 replaced", "Not reconnecting"} {
@@ -383,7 +383,7 @@ func TestBrowser(t *testing.T) {
 // every member has then written some of it, so all of them get 4002.
 func abandonMessage(t *testing.T, p *proc, token, group string, reader *websocket.Conn) {
 	t.Helper()
-	sender := dialWS(t, p, "sender", group)
+	sender := dial(t, p.addr(), "sender", group)
 	waitMembers(t, p, token, group, "sender")
 	written := make(chan struct{})
 	go func() {
@@ -440,7 +440,7 @@ func TestBrowserReconnects(t *testing.T) {
 		t.Fatal("the page gave up after 1001")
 	}
 	addr := strings.TrimPrefix(p.base, "http://")
-	waitUntil(t, "the old proxy to stop listening", func() bool {
+	waitFor(t, 10*time.Second, "the old proxy to stop listening", func() bool {
 		c, err := net.Dial("tcp", addr)
 		if err == nil {
 			c.Close()

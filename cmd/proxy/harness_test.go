@@ -80,7 +80,7 @@ func startProc(t testing.TB, args ...string) *proc {
 	case <-time.After(10 * time.Second):
 		t.Fatal("proxy did not start")
 	}
-	waitUntil(t, "/readyz to answer 200", func() bool {
+	waitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
 		resp, err := http.Get(p.base + "/readyz")
 		if err != nil {
 			return false
@@ -99,6 +99,9 @@ func (p *proc) logText() string {
 	defer p.mu.Unlock()
 	return strings.Join(p.log, "\n")
 }
+
+// addr is the proxy's host:port.
+func (p *proc) addr() string { return strings.TrimPrefix(p.base, "http://") }
 
 // ws is the proxy's WebSocket URL base.
 func (p *proc) ws() string { return "ws" + strings.TrimPrefix(p.base, "http") + "/ws" }
@@ -123,15 +126,4 @@ func (p *proc) api(t testing.TB, method, path, token, contentType string, body i
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, b
-}
-
-// waitUntil polls cond for up to 10 s.
-func waitUntil(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
-		if cond() {
-			return
-		}
-	}
-	t.Fatalf("timed out waiting for %s", what)
 }

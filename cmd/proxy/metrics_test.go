@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"sort"
 	"strings"
 	"testing"
@@ -71,50 +70,6 @@ next:
 	return -1
 }
 
-func dialWS(t testing.TB, p *proc, id, group string) *websocket.Conn {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, p.ws()+"?id="+url.QueryEscape(id)+"&groupName="+url.QueryEscape(group), nil)
-	if err != nil {
-		t.Fatalf("dial %s/%s: %v", group, id, err)
-	}
-	c.SetReadLimit(-1)
-	t.Cleanup(func() { c.CloseNow() })
-	return c
-}
-
-func read(t testing.TB, c *websocket.Conn) (websocket.MessageType, []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	typ, b, err := c.Read(ctx)
-	if err != nil {
-		t.Fatalf("read: %v", err)
-	}
-	return typ, b
-}
-
-func write(t testing.TB, c *websocket.Conn, typ websocket.MessageType, b []byte) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := c.Write(ctx, typ, b); err != nil {
-		t.Fatalf("write: %v", err)
-	}
-}
-
-func closeCode(t testing.TB, c *websocket.Conn) websocket.StatusCode {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for {
-		if _, _, err := c.Read(ctx); err != nil {
-			return websocket.CloseStatus(err)
-		}
-	}
-}
-
 // expectMetrics polls /metrics until every expectation holds, then returns
 // the last scrape. Deliveries are counted as receivers' writers finish, so
 // counters may lag the traffic briefly.
@@ -153,41 +108,41 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		t.Fatal("a bad id was accepted")
 	}
 
-	a := dialWS(t, p, "a", "g")
-	b := dialWS(t, p, "b", "g")
-	c := dialWS(t, p, "c", "other")
-	big := dialWS(t, p, "big", "big")
-	waitUntil(t, "4 connections", func() bool { return value(scrape(t, p), "wsproxy_connections", "") == 4 })
+	a := dial(t, p.addr(), "a", "g")
+	b := dial(t, p.addr(), "b", "g")
+	c := dial(t, p.addr(), "c", "other")
+	big := dial(t, p.addr(), "big", "big")
+	waitFor(t, 10*time.Second, "4 connections", func() bool { return value(scrape(t, p), "wsproxy_connections", "") == 4 })
 
-	write(t, a, websocket.MessageText, []byte("hello")) // 5 bytes to b
-	if _, m := read(t, b); string(m) != "hello" {
+	send(t, a, websocket.MessageText, []byte("hello")) // 5 bytes to b
+	if _, m := receive(t, b); string(m) != "hello" {
 		t.Fatalf("b got %q", m)
 	}
 	blob := bytes.Repeat([]byte{7}, 200<<10) // streamed to a
-	write(t, b, websocket.MessageBinary, blob)
-	if typ, m := read(t, a); typ != websocket.MessageBinary || !bytes.Equal(m, blob) {
+	send(t, b, websocket.MessageBinary, blob)
+	if typ, m := receive(t, a); typ != websocket.MessageBinary || !bytes.Equal(m, blob) {
 		t.Fatalf("a got %v of %d bytes", typ, len(m))
 	}
 	// Through the API: 1 byte to a and b.
 	if st, body := p.api(t, "POST", "/api/groups/g/messages", token, "text/plain", strings.NewReader("x")); st != 202 {
 		t.Fatalf("publish: %d %s", st, body)
 	}
-	read(t, a)
-	read(t, b)
+	receive(t, a)
+	receive(t, b)
 	if st, _ := p.api(t, "GET", "/api/groups", "", "", nil); st != 401 {
 		t.Fatalf("no token: %d", st)
 	}
 	if st, _ := p.api(t, "DELETE", "/api/groups/other/members/c", token, "", nil); st != 204 {
 		t.Fatalf("kick: %d", st)
 	}
-	if code := closeCode(t, c); code != 4003 {
+	if code := websocket.CloseStatus(closeOf(c, 10*time.Second)); code != 4003 {
 		t.Fatalf("kicked: %d", code)
 	}
 	// Over --max-message-bytes: closed with 1009, not counted as received.
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel2()
 	_ = big.Write(ctx2, websocket.MessageBinary, make([]byte, 2<<20))
-	if code := closeCode(t, big); code != websocket.StatusMessageTooBig {
+	if code := websocket.CloseStatus(closeOf(big, 10*time.Second)); code != websocket.StatusMessageTooBig {
 		t.Fatalf("too big: %d", code)
 	}
 
@@ -242,9 +197,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 func TestMetricsEviction(t *testing.T) {
 	t.Parallel()
 	p := startProc(t, "--slow-consumer", "disconnect", "--send-queue-bytes", "64KiB")
-	sender := dialWS(t, p, "sender", "g")
-	dialWS(t, p, "stuck", "g") // never reads
-	waitUntil(t, "2 connections", func() bool { return value(scrape(t, p), "wsproxy_connections", "") == 2 })
+	sender := dial(t, p.addr(), "sender", "g")
+	dial(t, p.addr(), "stuck", "g") // never reads
+	waitFor(t, 10*time.Second, "2 connections", func() bool { return value(scrape(t, p), "wsproxy_connections", "") == 2 })
 
 	msg := make([]byte, 32<<10)
 	for i := 0; ; i++ {
@@ -255,7 +210,7 @@ func TestMetricsEviction(t *testing.T) {
 			t.Fatal("the stuck receiver was never evicted")
 		}
 		for range 32 {
-			write(t, sender, websocket.MessageBinary, msg)
+			send(t, sender, websocket.MessageBinary, msg)
 		}
 	}
 	expectMetrics(t, p, map[string]float64{

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -71,7 +72,7 @@ func logEntry(logs, msg string) (map[string]any, bool) {
 }
 
 // waitFor polls cond every few milliseconds until it is true or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
@@ -196,11 +197,11 @@ func waitMetric(t *testing.T, addr, sample string, cond func(float64) bool, what
 }
 
 // dial connects a WebSocket client to the proxy at addr.
-func dial(t *testing.T, addr, id, group string) *websocket.Conn {
+func dial(t testing.TB, addr, id, group string) *websocket.Conn {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws?id="+id+"&groupName="+group,
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/ws?id="+url.QueryEscape(id)+"&groupName="+url.QueryEscape(group),
 		&websocket.DialOptions{HTTPClient: httpClient})
 	if err != nil {
 		t.Fatalf("dial %s/%s: %v", group, id, err)
@@ -210,7 +211,7 @@ func dial(t *testing.T, addr, id, group string) *websocket.Conn {
 	return c
 }
 
-func send(t *testing.T, c *websocket.Conn, typ websocket.MessageType, b []byte) {
+func send(t testing.TB, c *websocket.Conn, typ websocket.MessageType, b []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -219,7 +220,7 @@ func send(t *testing.T, c *websocket.Conn, typ websocket.MessageType, b []byte) 
 	}
 }
 
-func receive(t *testing.T, c *websocket.Conn) (websocket.MessageType, []byte) {
+func receive(t testing.TB, c *websocket.Conn) (websocket.MessageType, []byte) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
