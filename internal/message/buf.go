@@ -22,6 +22,16 @@ const (
 
 var bufPools [maxClassShift + 1]sync.Pool
 
+// liveBufs and liveRings count what Live reports.
+var liveBufs, liveRings atomic.Int64
+
+// Live reports how many Bufs are held (taken from GetBuf and not yet given
+// back by their last Release) and how many Stream rings are held (taken by
+// NewStream and not yet returned to their pool). It is for leak checks: once
+// every connection and publish has ended, both must be 0; a holder that never
+// releases shows here even though the garbage collector would hide it.
+func Live() (bufs, rings int64) { return liveBufs.Load(), liveRings.Load() }
+
 // Buf is one whole message. After it is filled, B is read-only; it may be
 // read concurrently by any number of holders. Each holder calls Release once.
 type Buf struct {
@@ -36,6 +46,7 @@ type Buf struct {
 // reference, owned by the caller.
 func GetBuf(n int) *Buf {
 	class := classFor(n)
+	liveBufs.Add(1)
 	if v := bufPools[class].Get(); v != nil {
 		b := v.(*Buf)
 		b.refs.Store(1)
@@ -81,6 +92,7 @@ func (b *Buf) Release() { b.ReleaseN(1) }
 func (b *Buf) ReleaseN(n int) {
 	switch r := b.refs.Add(-int32(n)); {
 	case r == 0:
+		liveBufs.Add(-1)
 		b.B = b.B[:0]
 		bufPools[b.class].Put(b)
 	case r < 0:

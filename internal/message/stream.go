@@ -70,6 +70,7 @@ type Stream struct {
 // NewStream starts a streamed message of type typ using a ring from pool.
 func NewStream(typ websocket.MessageType, pool *RingPool) *Stream {
 	r := pool.get()
+	liveRings.Add(1)
 	return &Stream{
 		Type:  typ,
 		pool:  pool,
@@ -164,6 +165,7 @@ func (s *Stream) releaseIfDoneLocked() {
 	if (s.finished || s.aborted) && len(s.cursors) == 0 && s.r != nil {
 		s.pool.pool.Put(s.r)
 		s.r = nil
+		liveRings.Add(-1)
 	}
 }
 
