@@ -29,9 +29,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
 
-// TestMain fails the package if any goroutine outlives the tests.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
 // checkLeaks fails t if goroutines started during the test are still running
 // after everything else in its cleanup (registered first, so it runs last).
 func checkLeaks(t *testing.T) {

@@ -3,13 +3,10 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -19,42 +16,13 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wsproxy/wsproxy/internal/forward"
+	"github.com/wsproxy/wsproxy/internal/leakcheck"
 	"github.com/wsproxy/wsproxy/internal/metrics"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if err := checkLeaks(); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-// checkLeaks fails if goroutines of this module or of the WebSocket library
-// outlive the tests (after a grace period for connections closing).
-func checkLeaks() error {
-	var stacks string
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		buf := make([]byte, 1<<20)
-		stacks = string(buf[:runtime.Stack(buf, true)])
-		leaked := false
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "checkLeaks") {
-				continue
-			}
-			if strings.Contains(g, "wsproxy/wsproxy/internal/") || strings.Contains(g, "coder/websocket") {
-				leaked = true
-			}
-		}
-		if !leaked {
-			return nil
-		}
-	}
-	return fmt.Errorf("leaked goroutines:\n%s", stacks)
-}
+// TestMain fails the package if goroutines outlive its tests or a message Buf
+// or ring is still held after them.
+func TestMain(m *testing.M) { leakcheck.Main(m) }
 
 type proxy struct {
 	fwd     *forward.Server

@@ -3,11 +3,10 @@ package forward
 import (
 	"testing"
 
-	"go.uber.org/goleak"
+	"github.com/wsproxy/wsproxy/internal/leakcheck"
 )
 
-// TestMain fails the package if goroutines outlive its tests: every session's
-// reader, writer and keepalive must have an owner that waits for it.
-func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
-}
+// TestMain fails the package if goroutines outlive its tests (every session's
+// reader, writer and keepalive must have an owner that waits for it) or if a
+// message Buf or ring is still held once every connection has ended.
+func TestMain(m *testing.M) { leakcheck.Main(m) }

@@ -14,6 +14,16 @@ func bufItem(n int) Item {
 	return Item{Buf: b}
 }
 
+// tryPush is q.TryPush that gives back the item's reference when q refuses
+// it, as a caller must (the package's leak check counts every Buf).
+func tryPush(q *Queue, it Item) error {
+	err := q.TryPush(it)
+	if err != nil {
+		it.release()
+	}
+	return err
+}
+
 func TestQueueBoundInBytes(t *testing.T) {
 	q := NewQueue(1000)
 	if err := q.TryPush(bufItem(600)); err != nil {
@@ -22,7 +32,7 @@ func TestQueueBoundInBytes(t *testing.T) {
 	if err := q.TryPush(bufItem(400)); err != nil {
 		t.Fatal("exactly at the bound must fit:", err)
 	}
-	if err := q.TryPush(bufItem(1)); !errors.Is(err, ErrFull) {
+	if err := tryPush(q, bufItem(1)); !errors.Is(err, ErrFull) {
 		t.Fatalf("over the bound: %v, want ErrFull", err)
 	}
 	if q.Bytes() != 1000 || q.Idle() {
@@ -34,7 +44,7 @@ func TestQueueBoundInBytes(t *testing.T) {
 	if len(items) != 2 || q.Bytes() != 1000 {
 		t.Fatalf("took %d, bytes %d", len(items), q.Bytes())
 	}
-	if err := q.TryPush(bufItem(1)); !errors.Is(err, ErrFull) {
+	if err := tryPush(q, bufItem(1)); !errors.Is(err, ErrFull) {
 		t.Fatalf("after TakeAll: %v, want ErrFull", err)
 	}
 	for _, it := range items {
@@ -52,7 +62,7 @@ func TestQueueAdmitsOversizedIntoEmpty(t *testing.T) {
 	if err := q.TryPush(bufItem(5000)); err != nil {
 		t.Fatalf("an oversized message into an empty queue: %v", err)
 	}
-	if err := q.TryPush(bufItem(1)); !errors.Is(err, ErrFull) {
+	if err := tryPush(q, bufItem(1)); !errors.Is(err, ErrFull) {
 		t.Fatalf("behind it: %v", err)
 	}
 	// A streamed message takes no queue bytes: it must fit even now, or the
@@ -83,7 +93,7 @@ func TestQueuePushWaitsForRoom(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A waiting Push ends on stop, and on Close.
-	if err := q.TryPush(bufItem(60)); !errors.Is(err, ErrFull) {
+	if err := tryPush(q, bufItem(60)); !errors.Is(err, ErrFull) {
 		t.Fatalf("50 queued + 60: %v, want ErrFull", err)
 	}
 	stop := make(chan struct{})
@@ -99,7 +109,7 @@ func TestQueuePushWaitsForRoom(t *testing.T) {
 		t.Fatalf("Push across Close: %v", err)
 	}
 	pending.release()
-	if err := q.TryPush(bufItem(1)); !errors.Is(err, ErrClosed) {
+	if err := tryPush(q, bufItem(1)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Close: %v", err)
 	}
 }
