@@ -1,5 +1,6 @@
-// Package metrics defines the proxy's Prometheus metrics. Labels are bounded
-// sets (message type, close code, reason); never a group name or an id.
+// Package metrics defines the proxy's Prometheus metrics. Every label value
+// comes from a fixed set (message type, close code, reason, route pattern):
+// never a group name, an id, or anything else a client chose.
 package metrics
 
 import (
@@ -20,8 +21,8 @@ type Metrics struct {
 
 	connections      prometheus.Gauge
 	connectionsTotal prometheus.Counter
-	rejections       *prometheus.CounterVec
-	evictions        *prometheus.CounterVec
+	rejections       fixedLabel
+	evictions        fixedLabel
 	closes           *prometheus.CounterVec
 	apiRequests      *prometheus.CounterVec
 
@@ -45,14 +46,16 @@ func New() *Metrics {
 		connectionsTotal: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "wsproxy_connections_total", Help: "WebSocket connections accepted.",
 		}),
-		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+		rejections: newFixedLabel(prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsproxy_handshake_rejections_total", Help: "Handshakes refused, by reason.",
-		}, []string{"reason"}),
-		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		}, []string{"reason"}), rejectReasons),
+		evictions: newFixedLabel(prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsproxy_evictions_total", Help: "Receivers closed because they fell behind, by reason.",
-		}, []string{"reason"}),
+		}, []string{"reason"}), evictReasons),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wsproxy_closes_total", Help: "Connections ended, by close code and by who closed (proxy or peer).",
+			Name: "wsproxy_closes_total",
+			Help: "Connections ended, by close code and by who closed (proxy or peer). " +
+				"Codes that RFC 6455 section 7.4.1 and the proxy's SPEC do not define count as code=\"" + other + "\".",
 		}, []string{"code", "by"}),
 		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsproxy_api_requests_total", Help: "Admin API requests, by route pattern and HTTP status.",
@@ -83,7 +86,7 @@ func New() *Metrics {
 		m.deliveries[t] = deliveries.WithLabelValues(name)
 		m.bytesOut[t] = bytesOut.WithLabelValues(name)
 	}
-	r.MustRegister(m.connections, m.connectionsTotal, m.rejections, m.evictions, m.closes, m.apiRequests,
+	r.MustRegister(m.connections, m.connectionsTotal, m.rejections.vec, m.evictions.vec, m.closes, m.apiRequests,
 		m.messageSize, m.latency, msgIn, bytesIn, deliveries, bytesOut,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -116,14 +119,16 @@ func (m *Metrics) Disconnected(code websocket.StatusCode, byPeer bool) {
 	if byPeer {
 		by = "peer"
 	}
-	m.closes.WithLabelValues(strconv.Itoa(int(code)), by).Inc()
+	m.closes.WithLabelValues(closeCodeLabel(code), by).Inc()
 }
 
-// Rejected counts a refused handshake.
-func (m *Metrics) Rejected(reason string) { m.rejections.WithLabelValues(reason).Inc() }
+// Rejected counts a refused handshake. reason is one of rejectReasons; any
+// other value is counted as "other".
+func (m *Metrics) Rejected(reason string) { m.rejections.inc(reason) }
 
-// Evicted counts a receiver closed for falling behind.
-func (m *Metrics) Evicted(reason string) { m.evictions.WithLabelValues(reason).Inc() }
+// Evicted counts a receiver closed for falling behind. reason is
+// "queue_full" or "write_timeout"; any other value is counted as "other".
+func (m *Metrics) Evicted(reason string) { m.evictions.inc(reason) }
 
 // Received counts a whole message received from a client.
 func (m *Metrics) Received(t websocket.MessageType, n int64) {
@@ -234,4 +239,57 @@ func (h *latencyHistogram) Collect(ch chan<- prometheus.Metric) {
 // /api/groups/{group}), never the path itself.
 func (m *Metrics) APIRequest(route string, status int) {
 	m.apiRequests.WithLabelValues(route, strconv.Itoa(status)).Inc()
+}
+
+// other is the label value that stands for any value outside a label's
+// fixed set.
+const other = "other"
+
+// closeCodeLabel is code's value for the code label: its number if RFC 6455
+// section 7.4.1 or SPEC section 6 defines it, else "other". A peer may close
+// with any code from 1000 to 4999; each must not become a series of its own.
+func closeCodeLabel(code websocket.StatusCode) string {
+	switch {
+	case 1000 <= code && code <= 1003, // normal, going away, protocol error, unsupported data
+		1005 <= code && code <= 1011, // 1005 and 1006 are never sent: no status, abnormal closure
+		code == 1013,                 // try again later (SPEC: group full)
+		code == 1015,                 // TLS handshake failure, never sent
+		4001 <= code && code <= 4005: // SPEC: replaced, sender aborted, kicked, missed messages, token expired
+		return strconv.Itoa(int(code))
+	}
+	return other
+}
+
+// The reasons of wsproxy_handshake_rejections_total and
+// wsproxy_evictions_total. Their series exist from the start, at 0.
+var (
+	rejectReasons = []string{
+		"missing_id", "repeated_id", "bad_id", "missing_groupname", "repeated_groupname", "bad_group",
+		"bad_query", "origin", "bad_origin", "not_upgrade", "bad_version", "bad_key", "method", "draining", "accept",
+	}
+	evictReasons = []string{"queue_full", "write_timeout"}
+)
+
+// fixedLabel is a counter with one label whose values are a fixed set; inc
+// counts any other value as "other", so the set of series stays bounded
+// whatever a caller passes.
+type fixedLabel struct {
+	vec    *prometheus.CounterVec
+	counts map[string]prometheus.Counter // read-only after newFixedLabel
+}
+
+func newFixedLabel(vec *prometheus.CounterVec, values []string) fixedLabel {
+	f := fixedLabel{vec: vec, counts: make(map[string]prometheus.Counter, len(values))}
+	for _, v := range values {
+		f.counts[v] = vec.WithLabelValues(v)
+	}
+	return f
+}
+
+func (f fixedLabel) inc(value string) {
+	if c, ok := f.counts[value]; ok {
+		c.Inc()
+		return
+	}
+	f.vec.WithLabelValues(other).Inc()
 }
