@@ -20,6 +20,19 @@ type rejection struct {
 
 func (r *rejection) Error() string { return r.msg }
 
+// setHeader sets the headers the refusal's response must carry besides its
+// JSON body: for a missing or unsupported Sec-WebSocket-Version, the version
+// the proxy speaks (RFC 6455 section 4.4). Whoever writes the response calls
+// it first.
+func (r *rejection) setHeader(h http.Header) {
+	if r.reason == reasonBadVersion {
+		h.Set("Sec-WebSocket-Version", "13")
+	}
+}
+
+// reasonBadVersion is the reason of a refusal for Sec-WebSocket-Version.
+const reasonBadVersion = "bad_version"
+
 const maxParamLen = 128
 
 // parseParams extracts id and groupName from a raw query string (SPEC 2).
@@ -127,7 +140,7 @@ func checkUpgrade(r *http.Request) *rejection {
 		return &rejection{http.StatusUpgradeRequired, "a WebSocket upgrade needs HTTP/1.1", "not_upgrade"}
 	}
 	if r.Header.Get("Sec-WebSocket-Version") != "13" {
-		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Version must be 13", "bad_version"}
+		return &rejection{http.StatusBadRequest, "Sec-WebSocket-Version must be 13", reasonBadVersion}
 	}
 	keys := r.Header.Values("Sec-WebSocket-Key")
 	if len(keys) == 0 || keys[0] == "" {

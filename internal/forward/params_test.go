@@ -450,3 +450,47 @@ func FuzzParseParams(f *testing.F) {
 		}
 	})
 }
+
+// TestVersionRefusalNamesVersion: a handshake refused for a missing or
+// unsupported Sec-WebSocket-Version names the version the proxy speaks (RFC
+// 6455 section 4.4); other refusals add no such header.
+func TestVersionRefusalNamesVersion(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		hdr  map[string]string
+		want string // Sec-WebSocket-Version of the response
+	}{
+		{"version 8", map[string]string{"Sec-WebSocket-Version": "8"}, "13"},
+		{"no version", map[string]string{"Sec-WebSocket-Version": ""}, "13"},
+		{"two versions", map[string]string{"Sec-WebSocket-Version": "8, 13"}, "13"},
+		{"version 13, no key", map[string]string{"Sec-WebSocket-Key": ""}, ""},
+		{"not an upgrade", map[string]string{"Upgrade": ""}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			r := httptest.NewRequest(http.MethodGet, "/ws?id=a&groupName=g", nil)
+			r.Header.Set("Connection", "Upgrade")
+			r.Header.Set("Upgrade", "websocket")
+			r.Header.Set("Sec-WebSocket-Version", "13")
+			r.Header.Set("Sec-WebSocket-Key", testKey)
+			for k, v := range tt.hdr {
+				if v == "" {
+					r.Header.Del(k)
+				} else {
+					r.Header.Set(k, v)
+				}
+			}
+			rej := checkUpgrade(r)
+			if rej == nil {
+				t.Fatal("accepted")
+			}
+			h := http.Header{}
+			rej.setHeader(h)
+			if got := h.Values("Sec-WebSocket-Version"); len(got) > 1 || h.Get("Sec-WebSocket-Version") != tt.want {
+				t.Fatalf("refused with %d %q: Sec-WebSocket-Version %q, want %q", rej.status, rej.msg, got, tt.want)
+			}
+		})
+	}
+}
