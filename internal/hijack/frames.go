@@ -3,30 +3,51 @@ package hijack
 // Server-to-client WebSocket frames (RFC 6455 section 5.2): never masked, and
 // the proxy negotiates no extension, so the reserved bits are always 0.
 
+// Opcode is a WebSocket frame opcode (RFC 6455 section 5.2).
+type Opcode byte
+
+// The data frame opcodes: a message is one OpText or OpBinary frame followed
+// by any number of OpContinuation frames, the last one with FIN set.
 const (
-	opText  = 0x1
+	OpContinuation Opcode = 0x0
+	OpText         Opcode = 0x1
+	OpBinary       Opcode = 0x2
+)
+
+const (
 	opClose = 0x8
 	finBit  = 0x80
 )
 
-// MaxHeaderLen is the longest header AppendHeader writes.
+// MaxHeaderLen is the longest header AppendHeader and AppendFrameHeader write.
 const MaxHeaderLen = 10
 
 // AppendHeader appends the header of one final, unmasked data frame carrying
 // a whole message of n bytes: text if text is set, else binary.
 func AppendHeader(dst []byte, text bool, n int) []byte {
-	op := byte(0x2)
+	op := OpBinary
 	if text {
-		op = opText
+		op = OpText
+	}
+	return AppendFrameHeader(dst, op, true, n)
+}
+
+// AppendFrameHeader appends the header of one unmasked data frame of n
+// payload bytes: op is OpText or OpBinary for a message's first frame,
+// OpContinuation for the others; fin marks its last frame.
+func AppendFrameHeader(dst []byte, op Opcode, fin bool, n int) []byte {
+	b0 := byte(op)
+	if fin {
+		b0 |= finBit
 	}
 	switch {
 	case n < 126:
-		return append(dst, finBit|op, byte(n))
+		return append(dst, b0, byte(n))
 	case n <= 0xffff:
-		return append(dst, finBit|op, 126, byte(n>>8), byte(n))
+		return append(dst, b0, 126, byte(n>>8), byte(n))
 	default:
 		u := uint64(n)
-		return append(dst, finBit|op, 127,
+		return append(dst, b0, 127,
 			byte(u>>56), byte(u>>48), byte(u>>40), byte(u>>32), byte(u>>24), byte(u>>16), byte(u>>8), byte(u))
 	}
 }

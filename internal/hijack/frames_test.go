@@ -55,6 +55,30 @@ func TestAppendHeaderLengths(t *testing.T) {
 	}
 }
 
+// AppendFrameHeader writes each data opcode, with and without FIN, at every
+// length encoding; AppendHeader is its FIN case.
+func TestAppendFrameHeader(t *testing.T) {
+	for _, n := range []int{0, 125, 126, 0xffff, 0x10000} {
+		for _, op := range []Opcode{OpContinuation, OpText, OpBinary} {
+			for _, fin := range []bool{false, true} {
+				frame := append(AppendFrameHeader(nil, op, fin, n), make([]byte, n)...)
+				heads, payloads := decodeFrames(t, frame)
+				want := byte(op)
+				if fin {
+					want |= 0x80
+				}
+				if len(heads) != 1 || heads[0] != want || len(payloads[0]) != n {
+					t.Fatalf("op=%d fin=%v n=%d: decoded %x, %d bytes", op, fin, n, heads, len(payloads[0]))
+				}
+			}
+		}
+		if !bytes.Equal(AppendHeader(nil, true, n), AppendFrameHeader(nil, OpText, true, n)) ||
+			!bytes.Equal(AppendHeader(nil, false, n), AppendFrameHeader(nil, OpBinary, true, n)) {
+			t.Fatalf("n=%d: AppendHeader differs from AppendFrameHeader with FIN", n)
+		}
+	}
+}
+
 // The scanner must follow frames however the library's writes split them.
 func TestFrameScannerAnySplit(t *testing.T) {
 	var stream []byte
