@@ -157,6 +157,9 @@ func TestPerSenderOrder(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, func(o *Options) { o.BufferBytes = 8 << 10 })
 	const senders, receivers, perSender = 4, 3, 1500
+	// A stall is a read or write that makes no progress for this long; the
+	// whole run may take much longer on a busy machine.
+	const stall = 30 * time.Second
 	var sconns, rconns []*websocket.Conn
 	for i := range senders {
 		sconns = append(sconns, dial(t, ts, fmt.Sprintf("s%d", i), "g"))
@@ -164,10 +167,12 @@ func TestPerSenderOrder(t *testing.T) {
 	for i := range receivers {
 		rconns = append(rconns, dial(t, ts, fmt.Sprintf("r%d", i), "g"))
 	}
+	// Every goroutine reports with t.Errorf and returns, so a failure never
+	// blocks the others. Each read and write is bounded, so wg.Wait returns.
+	var wg sync.WaitGroup
+	var written [senders]atomic.Int64
 	// Senders also receive each other's messages; drain them so they never
 	// hold anyone back, and check their order too.
-	var wg sync.WaitGroup
-	errs := make(chan error, senders+receivers)
 	check := func(name string, c *websocket.Conn, self int) {
 		defer wg.Done()
 		next := make([]uint32, senders)
@@ -175,21 +180,31 @@ func TestPerSenderOrder(t *testing.T) {
 		if self >= 0 {
 			want -= perSender
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		defer cancel()
-		for range want {
+		for got := range want {
+			ctx, cancel := context.WithTimeout(context.Background(), stall)
 			_, b, err := c.Read(ctx)
+			stalled := ctx.Err() != nil
+			cancel()
 			if err != nil {
-				errs <- fmt.Errorf("%s: %v", name, err)
+				what := "read failed"
+				if stalled {
+					what = fmt.Sprintf("stalled: nothing for %v", stall)
+				}
+				sent := make([]int64, senders)
+				for i := range written {
+					sent[i] = written[i].Load()
+				}
+				t.Errorf("%s %s after %d of %d messages (next seq per sender %v; written per sender %v): %v",
+					name, what, got, want, next, sent, err)
 				return
 			}
 			from, seq := int(b[0]), binary.BigEndian.Uint32(b[1:5])
 			if from == self {
-				errs <- fmt.Errorf("%s got its own message", name)
+				t.Errorf("%s got its own message", name)
 				return
 			}
 			if seq != next[from] {
-				errs <- fmt.Errorf("%s: from s%d got seq %d, want %d", name, from, seq, next[from])
+				t.Errorf("%s: from s%d got seq %d, want %d", name, from, seq, next[from])
 				return
 			}
 			next[from]++
@@ -212,21 +227,23 @@ func TestPerSenderOrder(t *testing.T) {
 				b := make([]byte, 5+rng.IntN(20<<10)) // some streamed, most not
 				b[0] = byte(i)
 				binary.BigEndian.PutUint32(b[1:5], uint32(seq))
-				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				ctx, cancel := context.WithTimeout(context.Background(), stall)
 				err := c.Write(ctx, websocket.MessageBinary, b)
+				stalled := ctx.Err() != nil
 				cancel()
 				if err != nil {
-					errs <- fmt.Errorf("s%d write: %v", i, err)
+					what := "write failed"
+					if stalled {
+						what = fmt.Sprintf("stalled: not written within %v", stall)
+					}
+					t.Errorf("s%d %s at message %d of %d: %v", i, what, seq, perSender, err)
 					return
 				}
+				written[i].Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
 }
 
 // TestDuplicateIDReplaces: the old connection is closed with 4001, the
