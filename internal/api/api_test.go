@@ -481,17 +481,26 @@ func TestPublishBodyStalls(t *testing.T) {
 
 // Published messages meet the slow-consumer policy as members' messages do:
 // under backpressure a receiver that reads nothing holds the publish until
-// --write-timeout evicts it, and the others get the message.
+// --write-timeout evicts it, and the others get the message whole.
 func TestPublishSlowConsumer(t *testing.T) {
 	t.Parallel()
+	// The write timeout applies to the healthy reader too, so it is long
+	// enough for a reader starved of CPU (-race, a busy machine) to keep up.
+	// The publish is held until the stuck receiver's writer has made no
+	// progress for a whole write timeout; its socket's buffers keep taking
+	// a little for a while, so that is about 10 s here.
+	const writeTimeout = 3 * time.Second
 	p := startProxy(t, Options{}, func(o *forward.Options) {
 		o.SendQueueBytes = 64 << 10
-		o.WriteTimeout = 300 * time.Millisecond
+		o.WriteTimeout = writeTimeout
 	})
 	p.dial(t, "stuck", "g") // never reads
+	stuck := p.fwd.Registry().Member("g", "stuck")
 	reader := p.dial(t, "reader", "g")
+	healthy := p.fwd.Registry().Member("g", "reader")
 
 	blob := randomBytes(32 << 20) // more than socket buffers hold
+	start := time.Now()
 	done := make(chan response, 1)
 	go func() {
 		r, err := p.request("POST", "/api/groups/g/messages", "application/octet-stream", bytes.NewReader(blob), "")
@@ -500,10 +509,37 @@ func TestPublishSlowConsumer(t *testing.T) {
 		}
 		done <- r
 	}()
-	expectMsg(t, reader, websocket.MessageBinary, blob)
-	r := <-done
+	// The reader gets the whole message however long it takes; the minute
+	// only stops a hang.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	typ, got, err := reader.Read(ctx)
+	if err != nil {
+		code, reason, _ := healthy.CloseStatus()
+		t.Fatalf("reader: %v (after %v; its session's close status: %d %q)", err, time.Since(start), code, reason)
+	}
+	if typ != websocket.MessageBinary || !bytes.Equal(got, blob) {
+		t.Fatalf("reader got %v of %d bytes, want the %d bytes published", typ, len(got), len(blob))
+	}
+	var r response
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("the publish did not return within a minute")
+	}
 	if n := receivers(t, r); n != 2 {
 		t.Fatalf("receivers = %d, want 2 (it was queued for both)", n)
 	}
-	waitFor(t, "the stuck receiver to be evicted", func() bool { return p.fwd.Registry().Member("g", "stuck") == nil })
+	// The publish was held by the stuck receiver: it cannot have ended before
+	// a write timeout had passed, and that receiver was evicted for it.
+	if d := time.Since(start); d < writeTimeout {
+		t.Errorf("the publish returned after %v, before the %v write timeout could evict the stuck receiver", d, writeTimeout)
+	}
+	if code, reason, _ := stuck.CloseStatus(); code != websocket.StatusPolicyViolation || reason != "slow consumer" {
+		t.Errorf("the stuck receiver's close status is %d %q, want 1008 \"slow consumer\"", code, reason)
+	}
+	if code, reason, _ := healthy.CloseStatus(); code != 0 {
+		t.Errorf("the healthy reader was closed too: %d %q", code, reason)
+	}
+	waitFor(t, "the stuck receiver to leave", func() bool { return p.fwd.Registry().Member("g", "stuck") == nil })
 }
