@@ -49,13 +49,17 @@ func TestFanOutNoEchoIsolation(t *testing.T) {
 			delete(want, string(got))
 		}
 	}
-	// Sentinel: if a or other had received anything they should not, it
-	// would arrive before this.
+	// Sentinels: if a or other had received anything they should not, it
+	// would arrive before these.
 	writeMsg(t, c, websocket.MessageText, []byte("sentinel"))
-	if _, got := readMsg(t, a, 2*time.Second); string(got) != "sentinel" {
+	if _, got := readMsg(t, a, 5*time.Second); string(got) != "sentinel" {
 		t.Fatalf("a got %q before the sentinel: echo or misdelivery", got)
 	}
-	expectNothing(t, other, 200*time.Millisecond)
+	other2 := dial(t, ts, "b", "g2")
+	writeMsg(t, other2, websocket.MessageText, []byte("sentinel g2"))
+	if _, got := readMsg(t, other, 5*time.Second); string(got) != "sentinel g2" {
+		t.Fatalf("other got %q before the sentinel: misdelivery across groups", got)
+	}
 }
 
 // TestByteExact: text and binary messages of random sizes, 0 bytes and sizes
@@ -264,14 +268,12 @@ func TestDuplicateIDReplaces(t *testing.T) {
 	defer newer.CloseNow()
 	expectClose(t, old, 4001, 5*time.Second)
 
-	// Wait until the old session is completely gone, then check the newcomer
-	// is still the member and receives.
-	select {
-	case <-first.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("old session did not end")
-	}
-	time.Sleep(50 * time.Millisecond) // let the old handler's leave() run if it were to misbehave
+	// Wait until the old connection's handler has finished: it counts the
+	// close after its leave() has run. Then check the newcomer is still the
+	// member and receives.
+	waitFor(t, 10*time.Second, "the old connection's end to be counted", func() bool {
+		return metricValue(t, ts, "wsproxy_closes_total", "code=4001") == 1
+	})
 	if m := ts.registry.Member("g", "dup"); m == nil || m == first {
 		t.Fatalf("member after replacement = %v, want the newcomer", m)
 	}
@@ -375,13 +377,26 @@ func TestJoinLeaveStorm(t *testing.T) {
 }
 
 // TestNothingOfItsOwn: the proxy sends nothing on the data connection but
-// what members send.
+// what members send: not on joining, not on another member's joining or
+// leaving. The first thing each member gets is the other's sentinel.
 func TestNothingOfItsOwn(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t)
 	a := dial(t, ts, "a", "quiet")
-	dial(t, ts, "b", "quiet")
-	expectNothing(t, a, 300*time.Millisecond)
+	b := dial(t, ts, "b", "quiet")
+	c := dial(t, ts, "c", "quiet")
+	c.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, 5*time.Second, "c to leave", func() bool { return ts.registry.Member("quiet", "c") == nil })
+	writeMsg(t, b, websocket.MessageText, []byte("from b"))
+	writeMsg(t, a, websocket.MessageText, []byte("from a"))
+	for _, tc := range []struct {
+		c    *websocket.Conn
+		want string
+	}{{a, "from b"}, {b, "from a"}} {
+		if typ, got := readMsg(t, tc.c, 5*time.Second); typ != websocket.MessageText || string(got) != tc.want {
+			t.Fatalf("got %v %q first, want %q: the proxy sent something of its own", typ, got, tc.want)
+		}
+	}
 }
 
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {

@@ -4,11 +4,13 @@ import (
 	"context"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/rs/zerolog"
 
 	"github.com/wsproxy/wsproxy/internal/metrics"
@@ -133,4 +135,32 @@ func expectClose(t testing.TB, c *websocket.Conn, code websocket.StatusCode, tim
 		}
 		return
 	}
+}
+
+// metricValue is the sum of the counter and gauge samples of family name in
+// ts's registry whose labels include every "label=value" in labels; 0 if
+// there are none.
+func metricValue(t testing.TB, ts *testServer, name string, labels ...string) float64 {
+	t.Helper()
+	fams, err := ts.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+	samples:
+		for _, m := range f.GetMetric() {
+			for _, want := range labels {
+				k, v, _ := strings.Cut(want, "=")
+				if !slices.ContainsFunc(m.GetLabel(), func(l *dto.LabelPair) bool { return l.GetName() == k && l.GetValue() == v }) {
+					continue samples
+				}
+			}
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+		}
+	}
+	return sum
 }

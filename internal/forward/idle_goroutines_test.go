@@ -12,9 +12,21 @@ import (
 // queued. (Not parallel: it counts the process's goroutines.)
 func TestIdleConnectionsHoldOneGoroutine(t *testing.T) {
 	ts := startServer(t)
+	// settle waits until the count has held still for 200 ms: goroutines of
+	// earlier tests' connections may still be ending, and new connections'
+	// handshake goroutines may not have ended yet.
 	settle := func() int {
-		time.Sleep(100 * time.Millisecond)
-		return runtime.NumGoroutine()
+		n, still := runtime.NumGoroutine(), time.Now()
+		for deadline := time.Now().Add(10 * time.Second); time.Since(still) < 200*time.Millisecond; {
+			if time.Now().After(deadline) {
+				t.Fatalf("the goroutine count never held still for 200 ms; last %d", n)
+			}
+			time.Sleep(10 * time.Millisecond)
+			if m := runtime.NumGoroutine(); m != n {
+				n, still = m, time.Now()
+			}
+		}
+		return n
 	}
 	before := settle()
 	const n = 40

@@ -85,11 +85,15 @@ func TestShutdownRefusesNewAndBoundsStuckClients(t *testing.T) {
 	}
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Shutdown did not return")
+	case <-time.After(30 * time.Second):
+		t.Fatal("Shutdown did not return within 30 s")
 	}
-	// 0.5 s drain + 2 s close grace at most, plus scheduling slack.
-	if d := time.Since(start); d > 5*time.Second {
-		t.Fatalf("shutdown took %v", d)
+	// Expected: the 0.5 s drain, then the 1 s close grace. Unbounded, the
+	// stuck client would hold it for the one-minute write timeout; the bound
+	// leaves a busy machine room far below that.
+	d := time.Since(start)
+	t.Logf("shutdown took %v", d)
+	if d > 10*time.Second {
+		t.Fatalf("shutdown took %v, want about 1.5 s (drain timeout + close grace)", d)
 	}
 }
