@@ -22,6 +22,10 @@ const (
 // MaxHeaderLen is the longest header AppendHeader and AppendFrameHeader write.
 const MaxHeaderLen = 10
 
+// maxCloseReason is the longest reason a close frame can carry: a control
+// frame's payload is at most 125 bytes, 2 of them the status code.
+const maxCloseReason = 123
+
 // AppendHeader appends the header of one final, unmasked data frame carrying
 // a whole message of n bytes: text if text is set, else binary.
 func AppendHeader(dst []byte, text bool, n int) []byte {
@@ -52,25 +56,34 @@ func AppendFrameHeader(dst []byte, op Opcode, fin bool, n int) []byte {
 	}
 }
 
-// frameScanner follows a stream of server frames as it is written, to know
-// where frames begin and whether a close frame has gone out.
+// frameScanner follows the stream of server frames the socket has accepted,
+// to know where frames begin and whether a close frame has gone out.
 type frameScanner struct {
 	hdr       [MaxHeaderLen]byte
 	hdrN      int   // header bytes seen of the frame being scanned
 	remaining int64 // payload bytes still to come of that frame
-	closeSent bool
+	inClose   bool  // that frame is a close frame
+
+	closeStarted bool // the first byte of a close frame has been scanned
+	closeWhole   bool // the last byte of a close frame has been scanned
 }
 
 // atBoundary reports whether the bytes scanned so far end with a whole frame.
 func (f *frameScanner) atBoundary() bool { return f.hdrN == 0 && f.remaining == 0 }
 
-// scan takes the next bytes of the stream.
-func (f *frameScanner) scan(p []byte) {
+// scan takes the next bytes of the stream, and returns how many it took:
+// all of p, unless a close frame ends inside p; then it stops right after
+// that frame, since nothing may follow it.
+func (f *frameScanner) scan(p []byte) int {
+	n := len(p)
 	for len(p) > 0 {
 		if f.remaining > 0 {
 			k := min(int64(len(p)), f.remaining)
 			f.remaining -= k
 			p = p[k:]
+			if f.remaining == 0 && f.endFrame() {
+				break
+			}
 			continue
 		}
 		f.hdr[f.hdrN] = p[0]
@@ -78,7 +91,7 @@ func (f *frameScanner) scan(p []byte) {
 		p = p[1:]
 		if f.hdrN == 1 {
 			if f.hdr[0]&0x0f == opClose {
-				f.closeSent = true
+				f.inClose, f.closeStarted = true, true
 			}
 			continue
 		}
@@ -92,17 +105,31 @@ func (f *frameScanner) scan(p []byte) {
 		if f.hdrN < need {
 			continue
 		}
-		var n int64
+		var l int64
 		switch need {
 		case 2:
-			n = int64(f.hdr[1] & 0x7f)
+			l = int64(f.hdr[1] & 0x7f)
 		case 4:
-			n = int64(f.hdr[2])<<8 | int64(f.hdr[3])
+			l = int64(f.hdr[2])<<8 | int64(f.hdr[3])
 		default:
 			for _, b := range f.hdr[2:10] {
-				n = n<<8 | int64(b)
+				l = l<<8 | int64(b)
 			}
 		}
-		f.remaining, f.hdrN = n, 0
+		f.remaining, f.hdrN = l, 0
+		if l == 0 && f.endFrame() {
+			break
+		}
 	}
+	return n - len(p)
+}
+
+// endFrame notes that a frame's last byte has been scanned, and reports
+// whether it was a close frame.
+func (f *frameScanner) endFrame() bool {
+	if !f.inClose {
+		return false
+	}
+	f.inClose, f.closeWhole = false, true
+	return true
 }

@@ -79,7 +79,8 @@ func TestAppendFrameHeader(t *testing.T) {
 	}
 }
 
-// The scanner must follow frames however the library's writes split them.
+// The scanner must follow frames however the writes split them, notice a
+// close frame's first and last bytes, and take nothing past the last.
 func TestFrameScannerAnySplit(t *testing.T) {
 	var stream []byte
 	stream = append(AppendHeader(stream, false, 300), make([]byte, 300)...)
@@ -89,10 +90,13 @@ func TestFrameScannerAnySplit(t *testing.T) {
 	for split := 1; split < 40; split++ {
 		var f frameScanner
 		for off := 0; off < len(stream); off += split {
-			f.scan(stream[off:min(off+split, len(stream))])
+			p := stream[off:min(off+split, len(stream))]
+			if n := f.scan(p); n != len(p) {
+				t.Fatalf("split %d: took %d of %d bytes with no close frame", split, n, len(p))
+			}
 		}
-		if !f.atBoundary() || f.closeSent {
-			t.Fatalf("split %d: atBoundary %v closeSent %v", split, f.atBoundary(), f.closeSent)
+		if !f.atBoundary() || f.closeStarted || f.closeWhole {
+			t.Fatalf("split %d: atBoundary %v closeStarted %v closeWhole %v", split, f.atBoundary(), f.closeStarted, f.closeWhole)
 		}
 	}
 	var f frameScanner
@@ -101,9 +105,20 @@ func TestFrameScannerAnySplit(t *testing.T) {
 		t.Fatal("atBoundary inside a frame")
 	}
 	f.scan(stream[5:])
-	f.scan([]byte{0x88, 0x02})
-	if !f.closeSent {
-		t.Fatal("close frame not noticed")
+
+	for _, closeFrame := range [][]byte{{0x88, 0x00}, {0x88, 0x02, 0x03, 0xe8}} {
+		tail := append(closeFrame, 0x89, 0x00) // a ping after the close frame
+		for cut := 0; cut < len(closeFrame); cut++ {
+			g := f
+			n := g.scan(tail[:cut])
+			if n != cut || g.closeStarted != (cut > 0) || g.closeWhole {
+				t.Fatalf("close frame %x cut at %d: took %d, closeStarted %v closeWhole %v",
+					closeFrame, cut, n, g.closeStarted, g.closeWhole)
+			}
+			if n := g.scan(tail[cut:]); n != len(closeFrame)-cut || !g.closeWhole || !g.atBoundary() {
+				t.Fatalf("close frame %x cut at %d: the rest took %d, closeWhole %v", closeFrame, cut, n, g.closeWhole)
+			}
+		}
 	}
 }
 

@@ -20,7 +20,8 @@ import (
 )
 
 // tcpPair returns both ends of a loopback TCP connection: server, to wrap
-// in a *hijack.Conn, and client, which the test drives as the peer.
+// in a *hijack.Conn, and client, which the test drives as the peer (its
+// reads and writes fail after 10 s).
 func tcpPair(t *testing.T) (server, client *net.TCPConn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -42,6 +43,8 @@ func tcpPair(t *testing.T) (server, client *net.TCPConn) {
 		t.Fatal("accept failed")
 	}
 	t.Cleanup(func() { c.Close(); s.Close() })
+	// A broken Conn must fail the test, not hang it.
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	return s.(*net.TCPConn), c.(*net.TCPConn)
 }
 

@@ -6,51 +6,86 @@
 //
 //   - whether the socket itself failed or reached EOF, so a message the library
 //     reports as ended with io.EOF can be told apart from one cut off by a drop;
-//   - a write timeout measured as "no bytes accepted for this long", not as a
-//     deadline on a whole message;
-//   - a way to abort a write in progress without closing the socket's read side
-//     first;
-//   - WriteFrames: whole data frames from the proxy's session writer, many
-//     messages in one system call, slotted between the frames the library
-//     writes (see WriteFrames for why that is safe);
+//   - a write timeout measured as "no byte accepted for this long", counted
+//     from the last byte the socket accepted, not a deadline on a whole
+//     message; an absolute bound on what is left to write (LimitWrites); and
+//     a way to abort a write in progress without closing the socket's read
+//     side first (AbortWrites);
+//   - WriteFrames: data frames the proxy's session writer frames itself
+//     (whole messages, or fragments of a streamed one), many in one system
+//     call, slotted between the frames the library writes (see WriteFrames
+//     for why that is safe);
+//   - WriteClose: the proxy's own close frame, after which nothing goes out,
+//     the library's close frame included, and CloseSent, whether a close frame
+//     reached the socket whole;
 //   - small buffers for the library, so that an idle connection holds little,
 //     with reads ahead into a pooled buffer while the peer is sending.
+//
+// The library itself then writes only control frames through Conn.Write
+// (pings, pongs, close), each whole in one call.
 package hijack
 
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 )
 
-var (
-	// ErrWritesAborted is returned by Write after AbortWrites.
-	ErrWritesAborted = errors.New("writes aborted")
-	// ErrCloseSent is returned by WriteFrames once a close frame has been
-	// written: no data frame may follow it (RFC 6455 section 5.5.1).
-	ErrCloseSent = errors.New("close frame already sent")
-	// ErrMidFrame is returned by WriteFrames called while a frame the library
-	// writes is incomplete: a bug in the caller.
-	ErrMidFrame = errors.New("frames written in the middle of another frame")
-)
-
 // Conn is a net.Conn that records read failures and bounds write stalls.
-// All methods may be called concurrently, as for any net.Conn.
+// All methods may be called concurrently, as for any net.Conn, except Read,
+// which one goroutine calls.
+//
+// # Writes
+//
+// Write (the library's output), WriteFrames and WriteClose each hold one lock
+// for the whole call, so what one call carries reaches the socket in one
+// piece. All three are bounded in time alike, and fail with a timeout error
+// (a net.Error whose Timeout is true, wrapping os.ErrDeadlineExceeded) when
+// one of these ends them:
+//
+//   - the progress rule: with a write timeout, a write fails once the socket
+//     has accepted none of its bytes for writeTimeout, counted from the last
+//     byte the kernel accepted (or from the start of the write). A slow peer
+//     that keeps accepting bytes is given all the time it needs;
+//   - LimitWrites, an absolute bound that no progress extends.
+//
+// AbortWrites fails them at once instead, with ErrWritesAborted. A write that
+// fails part-way through a frame leaves the stream where nothing can follow:
+// every later write fails with the same error.
+//
+// On a socket that implements syscall.Conn (TCP, Unix), a write that cannot
+// finish at once waits for the kernel to report the socket writable, and
+// also tries again every writeTimeout/4 and when writeTimeout has passed
+// since the last progress: the kernel reports a socket writable only once
+// about a third of its send buffer is free, so a peer reading slowly, or the
+// peer's receive buffer growing, makes room that it does not report. A stall
+// is therefore noticed between writeTimeout and 1.25 writeTimeout after the
+// last byte the socket took. A write that completes at once costs one system
+// call and one SetWriteDeadline; a blocked one moves the deadline at most
+// five times per writeTimeout, never whenever the socket becomes writable.
+// On any other net.Conn (a net.Pipe; a *tls.Conn, which a timed-out write
+// breaks for good) each Write call on it gets writeTimeout and is tried
+// again while it makes progress, so a stall is noticed between one and two
+// writeTimeouts after the last progress.
+//
+// The socket's write deadline belongs to Conn: bound writes with LimitWrites
+// or AbortWrites, never with SetWriteDeadline or SetDeadline.
 type Conn struct {
 	net.Conn
 
 	// Static after construction.
 	writeTimeout time.Duration
+	raw          syscall.RawConn    // the socket's, if it has one
+	rawWrite     func(uintptr) bool // c.writeFD, made once (if raw)
 
 	readFailed atomic.Bool // a Read on the socket returned an error (EOF included)
+	closeSent  atomic.Bool // a close frame has reached the socket whole
 
 	// Owned by the reading goroutine: bytes read ahead of the library's
 	// small buffer (a pooled buffer, only while it holds unread bytes), and
@@ -58,204 +93,49 @@ type Conn struct {
 	ahead    *[]byte
 	aheadPos int
 	aheadErr error
-	raw      syscall.RawConn    // the socket's, once needed
-	rawRead  func(uintptr) bool // c.readAheadFD, made once
+	rawRead  func(uintptr) bool // c.readAheadFD, made once needed
 	rawBuf   []byte             // rawRead's buffer, and what it got:
 	rawN     int
 	rawErr   error
 
-	// Guarded by mu: aborted and the write deadline are set together so an
-	// abort cannot be overtaken by a Write refreshing its deadline.
-	mu      sync.Mutex
-	aborted bool
+	// Guarded by mu, with the socket's write deadline, so that an abort or a
+	// limit cannot be overtaken by a write moving the deadline.
+	mu       sync.Mutex
+	aborted  bool
+	limit    time.Time // from LimitWrites; zero if none
+	deadline time.Time // the socket's write deadline; zero if none
 
-	// Guarded by wmu, held for every socket write, so that what one Write or
-	// WriteFrames call carries reaches the socket in one piece.
-	wmu sync.Mutex
-	out frameScanner // follows the frames written through Write
+	// Guarded by wmu, held for every socket write, so that what one Write,
+	// WriteFrames or WriteClose call carries reaches the socket in one piece.
+	wmu  sync.Mutex
+	out  frameScanner // follows the frames the socket has accepted
+	torn error        // the error of a write that failed mid-frame
+	// The write in progress: what is left of it is bufs[bi][off:] and the
+	// buffers after it; done bytes are written. The rest is writeFD's.
+	bufs  [][]byte
+	bi    int
+	off   int
+	done  int64
+	since time.Time       // when the last byte was accepted (or the write began)
+	moved bool            // bytes were accepted since since was last set
+	probe bool            // the next writeFD call follows a wait that met the deadline
+	werr  error           // the error writeFD met
+	one   [1][]byte       // bufs for a single buffer
+	iov   []syscall.Iovec // writeFD's, kept across writes
+	iovN  int             // entries of iov that may hold pointers
 }
 
-// NewConn wraps c. A Write fails when the peer accepts no bytes for
-// writeTimeout (0 means no timeout).
+// NewConn wraps c. Writes fail when the peer accepts no bytes for
+// writeTimeout (0 means no timeout); see Conn.
 func NewConn(c net.Conn, writeTimeout time.Duration) *Conn {
-	return &Conn{Conn: c, writeTimeout: writeTimeout}
-}
-
-// readAheadSize is how much a busy reader takes from the socket at once.
-const readAheadSize = 32 << 10
-
-var readAheadBufs = sync.Pool{New: func() any { b := make([]byte, readAheadSize); return &b }}
-
-// Read reads from the socket, remembering any failure. One goroutine reads.
-//
-// The library reads through a small buffer, so that an idle connection holds
-// little. When a read fills that buffer, more is probably waiting: Read then
-// takes what the socket holds right away (without waiting) into a pooled
-// buffer and serves the next reads from it, giving the buffer back when it
-// is used up. An idle reader waits on the socket holding no pooled buffer.
-func (c *Conn) Read(p []byte) (int, error) {
-	if c.ahead != nil {
-		n := copy(p, (*c.ahead)[c.aheadPos:])
-		c.aheadPos += n
-		if c.aheadPos == len(*c.ahead) {
-			*c.ahead = (*c.ahead)[:cap(*c.ahead)]
-			readAheadBufs.Put(c.ahead)
-			c.ahead = nil
+	nc := &Conn{Conn: c, writeTimeout: writeTimeout}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			nc.raw = raw
+			nc.rawWrite = nc.writeFD
 		}
-		return n, nil
 	}
-	if err := c.aheadErr; err != nil {
-		c.readFailed.Store(true)
-		return 0, err
-	}
-	n, err := c.Conn.Read(p)
-	if err != nil {
-		c.readFailed.Store(true)
-		return n, err
-	}
-	if n == len(p) && n < readAheadSize {
-		c.readAhead()
-	}
-	return n, nil
-}
-
-// readAhead takes what the socket holds now, if anything, without waiting.
-func (c *Conn) readAhead() {
-	if c.rawRead == nil {
-		sc, ok := c.Conn.(syscall.Conn)
-		if !ok {
-			return
-		}
-		raw, err := sc.SyscallConn()
-		if err != nil {
-			return
-		}
-		c.raw, c.rawRead = raw, c.readAheadFD
-	}
-	bp := readAheadBufs.Get().(*[]byte)
-	c.rawBuf = *bp
-	err := c.raw.Read(c.rawRead)
-	n, rerr := c.rawN, c.rawErr
-	c.rawBuf, c.rawErr = nil, nil
-	switch {
-	case err != nil: // closed, or past a deadline: the next read says so
-	case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-	case rerr != nil:
-		c.aheadErr = os.NewSyscallError("read", rerr)
-	case n == 0:
-		c.aheadErr = io.EOF
-	default:
-		*bp = (*bp)[:n]
-		c.ahead, c.aheadPos = bp, 0
-		return
-	}
-	readAheadBufs.Put(bp)
-}
-
-// readAheadFD reads once into c.rawBuf, never waiting.
-func (c *Conn) readAheadFD(fd uintptr) bool {
-	c.rawN, c.rawErr = syscall.Read(int(fd), c.rawBuf)
-	return true
-}
-
-// ReadFailed reports whether any Read on the socket has failed or hit EOF.
-// Once true it stays true. Nothing in the WebSocket library reads past the end
-// of a complete message, so a message that ends while ReadFailed is true was
-// cut short by the connection dropping.
-func (c *Conn) ReadFailed() bool { return c.readFailed.Load() }
-
-// Write writes all of p: the WebSocket library's output. With a write timeout
-// set, it fails only if the peer accepts no bytes for that long; a slow peer
-// that keeps accepting bytes is given all the time it needs.
-func (c *Conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	// Scan first: a close frame counts as sent even if only part of it left.
-	c.out.scan(p)
-	return c.write(func() (int64, error) {
-		n, err := c.Conn.Write(p)
-		p = p[n:]
-		return int64(n), err
-	})
-}
-
-// WriteFrames writes bufs, which hold whole WebSocket frames of complete data
-// messages, in as few system calls as the socket allows. The write timeout
-// applies as for Write. bufs is consumed.
-//
-// The library writes its own frames (data frames of streamed messages, pings,
-// pongs, close frames) through Write, each from a whole-frame buffer under its
-// frame lock. WriteFrames holds the same socket lock as Write, so its frames
-// never land inside one of the library's frames as long as the library is
-// between frames, which it checks (ErrMidFrame); and it refuses to write once
-// the library has sent a close frame (ErrCloseSent). The caller must be the
-// connection's only writer of data messages, and must not call WriteFrames
-// while a message it writes through the library is unfinished.
-func (c *Conn) WriteFrames(bufs *net.Buffers) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	switch {
-	case c.out.closeSent:
-		return ErrCloseSent
-	case !c.out.atBoundary():
-		return ErrMidFrame
-	}
-	_, err := c.write(func() (int64, error) { return bufs.WriteTo(c.Conn) })
-	return err
-}
-
-// write runs w, which writes what is left of something to the socket, until
-// it is all written, refreshing the write deadline while the peer makes
-// progress. c.wmu is held.
-func (c *Conn) write(w func() (int64, error)) (int, error) {
-	if c.writeTimeout <= 0 {
-		if c.isAborted() {
-			return 0, ErrWritesAborted
-		}
-		n, err := w()
-		if err != nil && c.isAborted() {
-			err = ErrWritesAborted // not the past deadline AbortWrites set
-		}
-		return int(n), err
-	}
-	var written int64
-	for {
-		c.mu.Lock()
-		if c.aborted {
-			c.mu.Unlock()
-			return int(written), ErrWritesAborted
-		}
-		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.writeTimeout))
-		c.mu.Unlock()
-
-		n, err := w()
-		written += n
-		if err == nil {
-			return int(written), nil
-		}
-		if n > 0 && errors.Is(err, os.ErrDeadlineExceeded) && !c.isAborted() {
-			continue // progress was made: the peer is slow, not stuck
-		}
-		if c.isAborted() {
-			return int(written), ErrWritesAborted
-		}
-		return int(written), err
-	}
-}
-
-// AbortWrites makes the Write in progress, and every later Write, fail at once.
-// Reads are not affected.
-func (c *Conn) AbortWrites() {
-	c.mu.Lock()
-	c.aborted = true
-	_ = c.Conn.SetWriteDeadline(time.Unix(1, 0))
-	c.mu.Unlock()
-}
-
-func (c *Conn) isAborted() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.aborted
+	return nc
 }
 
 // ResponseWriter wraps an http.ResponseWriter so that Hijack returns a *Conn.
