@@ -60,6 +60,10 @@ bench: ## wsproxy side by side with NATS and no-relay baselines, every workload 
 bench-quick: ## smaller, shorter versions of the same workloads (under a minute)
 	$(GO) run ./cmd/proxybench -quick
 
+.PHONY: soak
+soak: ## churn hostile clients through the proxy for 15 min, checking every message, close code and resource (SOAK_FLAGS='-duration 30s' for a short run)
+	$(GO) run ./cmd/proxysoak -duration 15m $(SOAK_FLAGS)
+
 .PHONY: image
 image: build-static ## build the container image wsproxy:local (FROM scratch, non-root)
 	docker build --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(IMAGE) .
