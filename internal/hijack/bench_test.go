@@ -60,3 +60,21 @@ func benchPair(b *testing.B) (server, client net.Conn) {
 	b.Cleanup(func() { c.Close(); s.Close() })
 	return s, c
 }
+
+// BenchmarkFrameParser follows small client messages in 512-byte reads, as
+// the library reads: the parser's cost per byte handed out.
+func BenchmarkFrameParser(b *testing.B) {
+	var stream []byte
+	for len(stream) < 64<<10 {
+		stream = append(stream, clientFrame(0x82, make([]byte, 100))...)
+	}
+	var chunks [][]byte
+	for rest := stream; len(rest) > 0; rest = rest[min(len(rest), 512):] {
+		chunks = append(chunks, rest[:min(len(rest), 512)])
+	}
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		hijack.ScanClientFrames(chunks...)
+	}
+}

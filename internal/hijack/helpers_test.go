@@ -95,6 +95,13 @@ type rawClient struct {
 // dialRaw connects to url (ws://host/path) and completes the handshake.
 func dialRaw(t *testing.T, url string) *rawClient {
 	t.Helper()
+	return dialRawWith(t, url, nil)
+}
+
+// dialRawWith is dialRaw sending early, frames, in the same write as the
+// request, before the server has answered it.
+func dialRawWith(t *testing.T, url string, early []byte) *rawClient {
+	t.Helper()
 	host := strings.TrimPrefix(url, "ws://")
 	nc, err := net.Dial("tcp", host)
 	if err != nil {
@@ -102,8 +109,11 @@ func dialRaw(t *testing.T, url string) *rawClient {
 	}
 	t.Cleanup(func() { nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprintf(nc, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+	req := fmt.Appendf(nil, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", host)
+	if _, err := nc.Write(append(req, early...)); err != nil {
+		t.Fatal(err)
+	}
 	br := bufio.NewReader(nc)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {

@@ -18,6 +18,10 @@
 //   - WriteClose: the proxy's own close frame, after which nothing goes out,
 //     the library's close frame included, and CloseSent, whether a close frame
 //     reached the socket whole;
+//   - PayloadIn, the data payload received so far, for telling a stalled
+//     message from a slow one;
+//   - ErrInvalidClose: a close frame whose reason is not UTF-8 never reaches
+//     the library, which would echo it as a clean close;
 //   - small buffers for the library, so that an idle connection holds little,
 //     with reads ahead into a pooled buffer while the peer is sending.
 //
@@ -40,6 +44,14 @@ import (
 // Conn is a net.Conn that records read failures and bounds write stalls.
 // All methods may be called concurrently, as for any net.Conn, except Read,
 // which one goroutine calls.
+//
+// # Reads
+//
+// Read hands the library the socket's bytes, reading ahead while the peer
+// is sending, and follows the client's frames in what it hands out, each
+// byte once: PayloadIn counts their data payload, and a close frame whose
+// reason is not UTF-8 is stopped before its last byte (ErrInvalidClose).
+// ReadFailed records whether the socket itself failed.
 //
 // # Writes
 //
@@ -84,8 +96,9 @@ type Conn struct {
 	raw          syscall.RawConn    // the socket's, if it has one
 	rawWrite     func(uintptr) bool // c.writeFD, made once (if raw)
 
-	readFailed atomic.Bool // a Read on the socket returned an error (EOF included)
-	closeSent  atomic.Bool // a close frame has reached the socket whole
+	readFailed atomic.Bool  // a Read on the socket returned an error (EOF included)
+	payloadIn  atomic.Int64 // data payload bytes Read has handed out
+	closeSent  atomic.Bool  // a close frame has reached the socket whole
 
 	// Owned by the reading goroutine: bytes read ahead of the library's
 	// small buffer (a pooled buffer, only while it holds unread bytes), and
@@ -97,6 +110,10 @@ type Conn struct {
 	rawBuf   []byte             // rawRead's buffer, and what it got:
 	rawN     int
 	rawErr   error
+	// Also the reading goroutine's: the client's frames followed through
+	// what Read hands out, and ErrInvalidClose once Read returns it.
+	in    frameParser
+	inErr error
 
 	// Guarded by mu, with the socket's write deadline, so that an abort or a
 	// limit cannot be overtaken by a write moving the deadline.
@@ -174,9 +191,11 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	// what is already buffered, so every later socket read goes through
 	// w.conn; bytes the client sent right after its request must be in the
 	// new reader's buffer for that. Writes go through the writer, which must
-	// therefore write to w.conn too.
-	early := brw.Reader.Buffered()
+	// therefore write to w.conn too. The early bytes reach the library
+	// without Read, so they are followed here as Read would (and cut short
+	// like Read would cut them).
 	var rd io.Reader = w.conn
+	early, _ := w.conn.handOut(peekBuffered(brw.Reader))
 	if early > 0 {
 		p, _ := brw.Reader.Peek(early)
 		rd = io.MultiReader(bytes.NewReader(bytes.Clone(p)), w.conn)
@@ -188,6 +207,12 @@ func (w *ResponseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		}
 	}
 	return w.conn, bufio.NewReadWriter(br, bufio.NewWriterSize(w.conn, libWriteBufSize)), nil
+}
+
+// peekBuffered returns what br holds, without consuming it.
+func peekBuffered(br *bufio.Reader) []byte {
+	p, _ := br.Peek(br.Buffered())
+	return p
 }
 
 // Conn returns the hijacked connection, or nil before Hijack.
