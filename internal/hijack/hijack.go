@@ -8,9 +8,10 @@
 //     reports as ended with io.EOF can be told apart from one cut off by a drop;
 //   - a write timeout measured as "no byte accepted for this long", counted
 //     from the last byte the socket accepted, not a deadline on a whole
-//     message; an absolute bound on what is left to write (LimitWrites); and
-//     a way to abort a write in progress without closing the socket's read
-//     side first (AbortWrites);
+//     message; a hook at the first stall (OnWriteStall); an absolute bound on
+//     what is left to write (LimitWrites), which after that stall replaces
+//     the timeout; and a way to abort a write in progress without closing
+//     the socket's read side first (AbortWrites);
 //   - WriteFrames: data frames the proxy's session writer frames itself
 //     (whole messages, or fragments of a streamed one), many in one system
 //     call, slotted between the frames the library writes (see WriteFrames
@@ -64,7 +65,10 @@ import (
 //   - the progress rule: with a write timeout, a write fails once the socket
 //     has accepted none of its bytes for writeTimeout, counted from the last
 //     byte the kernel accepted (or from the start of the write). A slow peer
-//     that keeps accepting bytes is given all the time it needs;
+//     that keeps accepting bytes is given all the time it needs. But the
+//     first time this happens, the function OnWriteStall set is called, and
+//     if a limit is set (by it, or before), the write goes on until the limit
+//     instead of failing;
 //   - LimitWrites, an absolute bound that no progress extends.
 //
 // AbortWrites fails them at once instead, with ErrWritesAborted. A write that
@@ -73,14 +77,17 @@ import (
 //
 // On a socket that implements syscall.Conn (TCP, Unix), a write that cannot
 // finish at once waits for the kernel to report the socket writable, and
-// also tries again every writeTimeout/4 and when writeTimeout has passed
-// since the last progress: the kernel reports a socket writable only once
-// about a third of its send buffer is free, so a peer reading slowly, or the
-// peer's receive buffer growing, makes room that it does not report. A stall
-// is therefore noticed between writeTimeout and 1.25 writeTimeout after the
-// last byte the socket took. A write that completes at once costs one system
-// call and one SetWriteDeadline; a blocked one moves the deadline at most
-// five times per writeTimeout, never whenever the socket becomes writable.
+// also tries again writeTimeout/64 after it began, then at intervals that
+// double up to writeTimeout/4, and when writeTimeout has passed since the
+// last progress: the kernel reports a socket writable only once about a
+// third of its send buffer is free, so a peer reading slowly, or the peer's
+// delayed acknowledgment, makes room that it does not report. A stall is
+// therefore noticed between writeTimeout and 1.25 writeTimeout after the
+// last byte the socket took (to a peer that reads nothing, with a 1 s
+// timeout, about 1.05 s after the socket filled). A write that completes at
+// once costs one system call and one SetWriteDeadline; a blocked one moves
+// the deadline about five times per writeTimeout, four more as it begins,
+// never whenever the socket becomes writable.
 // On any other net.Conn (a net.Pipe; a *tls.Conn, which a timed-out write
 // breaks for good) each Write call on it gets writeTimeout and is tried
 // again while it makes progress, so a stall is noticed between one and two
@@ -95,6 +102,7 @@ type Conn struct {
 	writeTimeout time.Duration
 	raw          syscall.RawConn    // the socket's, if it has one
 	rawWrite     func(uintptr) bool // c.writeFD, made once (if raw)
+	onStall      func()             // set by OnWriteStall, before any write
 
 	readFailed atomic.Bool  // a Read on the socket returned an error (EOF included)
 	payloadIn  atomic.Int64 // data payload bytes Read has handed out
@@ -124,9 +132,10 @@ type Conn struct {
 
 	// Guarded by wmu, held for every socket write, so that what one Write,
 	// WriteFrames or WriteClose call carries reaches the socket in one piece.
-	wmu  sync.Mutex
-	out  frameScanner // follows the frames the socket has accepted
-	torn error        // the error of a write that failed mid-frame
+	wmu     sync.Mutex
+	out     frameScanner // follows the frames the socket has accepted
+	torn    error        // the error of a write that failed mid-frame
+	stalled bool         // onStall has been called
 	// The write in progress: what is left of it is bufs[bi][off:] and the
 	// buffers after it; done bytes are written. The rest is writeFD's.
 	bufs  [][]byte
@@ -136,6 +145,7 @@ type Conn struct {
 	since time.Time       // when the last byte was accepted (or the write began)
 	moved bool            // bytes were accepted since since was last set
 	probe bool            // the next writeFD call follows a wait that met the deadline
+	step  time.Duration   // the interval between probes, doubling
 	werr  error           // the error writeFD met
 	one   [1][]byte       // bufs for a single buffer
 	iov   []syscall.Iovec // writeFD's, kept across writes

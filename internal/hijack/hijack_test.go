@@ -22,7 +22,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // pipe returns a *hijack.Conn over one end of a net.Pipe and the other end,
 // which the test reads and writes as the peer. net.Pipe has no buffer: a Write
-// makes progress exactly as fast as the peer reads.
+// makes progress exactly as fast as the peer reads. Nor has it syscall.Conn:
+// writes take the path for such conns (see hijack.Conn); tcpPair gives the
+// other.
 func pipe(t *testing.T, writeTimeout time.Duration) (*hijack.Conn, net.Conn) {
 	t.Helper()
 	a, b := net.Pipe()

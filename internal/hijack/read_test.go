@@ -299,10 +299,11 @@ func TestOtherCloseFramesReachTheLibrary(t *testing.T) {
 // whether it gets its bytes at once or cut in three, and never panics.
 func FuzzFrameParser(f *testing.F) {
 	var frames []byte
-	for _, n := range []int{0, 5, 126, 0x10000} {
+	for _, n := range []int{0, 5, 126} {
 		frames = append(frames, clientFrame(0x02, make([]byte, n))...)
 	}
 	frames = append(frames, clientFrame(0x89, []byte("ping"))...)
+	frames = append(frames, clientFrame(0x00, make([]byte, 0x10000))[:20]...) // 64-bit length, cut short
 	f.Add(frames, uint32(3), uint32(20))
 	f.Add(clientFrame(0x88, closePayload(1000, "\xff")), uint32(1), uint32(8))
 	f.Add(append(clientFrame(0x01, []byte("hi")), clientFrame(0x88, closePayload(1000, "ok"))...), uint32(0), uint32(9))

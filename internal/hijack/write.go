@@ -23,9 +23,14 @@ var (
 	ErrMidFrame = errors.New("frames written in the middle of another frame")
 )
 
-// probes is how many times per writeTimeout a blocked write on a
-// syscall.Conn tries for room the kernel has not reported.
-const probes = 4
+// A blocked write on a syscall.Conn probes for room the kernel has not
+// reported writeTimeout/firstProbe after it began, then at intervals that
+// double up to writeTimeout/probes: room often appears soon after the
+// socket fills, when the peer's delayed acknowledgment arrives.
+const (
+	firstProbe = 64
+	probes     = 4
+)
 
 // maxIOV is the most buffers one writev takes (Linux's IOV_MAX), and maxIO
 // the most bytes Conn hands one system call for one buffer (as package
@@ -136,6 +141,32 @@ func (c *Conn) WriteClose(code uint16, reason string) error {
 // reached the socket whole: all its bytes accepted by the kernel.
 func (c *Conn) CloseSent() bool { return c.closeSent.Load() }
 
+// OnWriteStall sets f, called the first time a write meets the progress rule
+// (the socket has accepted none of its bytes for writeTimeout; see Conn),
+// once per Conn. f runs on the writing goroutine with the socket lock held:
+// it must not write, but it may call LimitWrites; if a limit is then set,
+// this write and later ones are not failed by the progress rule but go on
+// until the limit. This is how an evicted receiver's frame in progress is
+// finished: the stall is what evicts it. Call OnWriteStall before the first
+// write.
+func (c *Conn) OnWriteStall(f func()) { c.onStall = f }
+
+// pastStall is called when a write meets the progress rule: it calls
+// onStall the first time, and reports whether the write may go on, under a
+// limit (with onStall set). c.wmu is held; c.mu is not.
+func (c *Conn) pastStall() bool {
+	if c.onStall == nil {
+		return false
+	}
+	if !c.stalled {
+		c.stalled = true
+		c.onStall()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.limit.IsZero()
+}
+
 // LimitWrites bounds the write in progress and every later write: each must
 // be done by deadline, whatever progress the peer makes; once it has passed,
 // writes fail with a timeout error. Of several limits the earliest holds; a
@@ -234,7 +265,8 @@ func (c *Conn) startWrite() (time.Time, error) {
 	if c.writeTimeout > 0 {
 		now = time.Now()
 		if c.raw != nil {
-			dl = now.Add(c.writeTimeout / probes)
+			c.step = c.writeTimeout / firstProbe
+			dl = now.Add(c.step)
 		} else {
 			dl = now.Add(c.writeTimeout)
 		}
@@ -252,8 +284,13 @@ func (c *Conn) startWrite() (time.Time, error) {
 // syscall.Conn, the next probe or the moment writeTimeout will have passed
 // since the last progress, whichever is sooner (the caller then probes, see
 // writeFD); for any other net.Conn, writeTimeout after the last progress,
-// or err if that has passed. The limit comes first if sooner. c.wmu is held.
+// or err if that has passed, or only the limit past a stall (see
+// OnWriteStall). The limit comes first if sooner. c.wmu is held.
 func (c *Conn) rearm(err error) error {
+	// A syscall.Conn's probe applies the progress rule (writeFD); here,
+	// for any other net.Conn.
+	limitOnly := c.raw == nil && c.writeTimeout > 0 &&
+		!time.Now().Before(c.since.Add(c.writeTimeout)) && c.pastStall()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.aborted {
@@ -264,12 +301,15 @@ func (c *Conn) rearm(err error) error {
 	if c.writeTimeout > 0 {
 		stall := c.since.Add(c.writeTimeout)
 		switch {
+		case limitOnly:
 		case c.raw == nil:
 			dl = stall
-		case stall.After(now):
-			dl = earliest(stall, now.Add(c.writeTimeout/probes))
-		default: // the probe decides
-			dl = now.Add(c.writeTimeout / probes)
+		default:
+			c.step = min(2*c.step, c.writeTimeout/probes)
+			dl = now.Add(c.step)
+			if stall.After(now) { // else the probe decides
+				dl = earliest(stall, dl)
+			}
 		}
 	}
 	dl = earliest(dl, c.limit)
@@ -363,7 +403,7 @@ func (c *Conn) writeFD(fd uintptr) bool {
 			}
 			if c.probe {
 				c.probe = false
-				if c.writeTimeout > 0 && time.Since(c.since) >= c.writeTimeout {
+				if c.writeTimeout > 0 && time.Since(c.since) >= c.writeTimeout && !c.pastStall() {
 					c.werr = os.ErrDeadlineExceeded // the progress rule
 					return true
 				}

@@ -62,8 +62,8 @@ func isTimeout(err error) bool {
 
 // TestWriteStallFailsAfterOneTimeout: to a peer that reads nothing, a write
 // fails about writeTimeout after the socket buffers fill (at most a quarter
-// more, see the package's rules), not writeTimeout after a deadline moved
-// when the last bytes went in (before this rule: 2 s or more).
+// more, see hijack.Conn), not writeTimeout after a deadline moved when the
+// last bytes went in (before: 3 s).
 func TestWriteStallFailsAfterOneTimeout(t *testing.T) {
 	t.Parallel()
 	const timeout = time.Second
@@ -92,9 +92,9 @@ func TestWriteStallFailsAfterOneTimeout(t *testing.T) {
 
 // TestWriteSlowPeerOverTCP: a peer that keeps reading, slowly, is given all
 // the time it needs, many times the timeout, and gets every byte; the write
-// deadline moves a few times per timeout while the socket wakes the writer
-// much more often, and a write that completes at once tries once and sets
-// the deadline once.
+// deadline moves about five times per timeout (and four more at the start)
+// while the socket wakes the writer much more often; and a write that
+// completes at once tries once and sets the deadline once.
 func TestWriteSlowPeerOverTCP(t *testing.T) {
 	t.Parallel()
 	const timeout = 800 * time.Millisecond
@@ -145,7 +145,7 @@ func TestWriteSlowPeerOverTCP(t *testing.T) {
 	}
 	deadlines, tries := cc.deadlines.Load(), cc.tries.Load()
 	t.Logf("%v: %d deadlines set, %d tries", elapsed, deadlines, tries)
-	most := int64(5*elapsed/timeout) + 2
+	most := int64(5*elapsed/timeout) + 6
 	if deadlines > most {
 		t.Errorf("%d deadlines set in %v, more than %d", deadlines, elapsed, most)
 	}
@@ -305,5 +305,92 @@ func TestNothingAfterAHalfFrame(t *testing.T) {
 	bufs = net.Buffers{hijack.AppendHeader(nil, false, 1), []byte{9}}
 	if err := c.WriteFrames(&bufs); !isTimeout(err) {
 		t.Fatalf("WriteFrames after half a frame: %v, want the timeout again", err)
+	}
+}
+
+// TestOnWriteStall: at a stall, the function OnWriteStall set is called
+// once; if it sets a limit, the write goes on until that limit instead of
+// failing, so a peer that was only pausing gets the whole frame; if it does
+// not, the write fails at the stall as usual. On a TCP socket and on a
+// net.Conn without syscall.Conn.
+func TestOnWriteStall(t *testing.T) {
+	t.Parallel()
+	const timeout = 300 * time.Millisecond
+	for _, tc := range []struct {
+		name         string
+		tcp, limit   bool
+		resume, fail bool // the peer reads again after the stall; the write fails
+	}{
+		{"tcp/resumes", true, true, true, false},
+		{"tcp/limit-passes", true, true, false, true},
+		{"tcp/no-limit", true, false, false, true},
+		{"pipe/resumes", false, true, true, false},
+		{"pipe/limit-passes", false, true, false, true},
+		{"pipe/no-limit", false, false, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var c *hijack.Conn
+			var peer net.Conn
+			if tc.tcp {
+				s, p := tcpPair(t)
+				c, peer = hijack.NewConn(s, timeout), p
+			} else {
+				c, peer = pipe(t, timeout)
+			}
+			const limit = time.Second
+			var calls atomic.Int32
+			stalls := make(chan time.Time, 1)
+			c.OnWriteStall(func() {
+				if calls.Add(1) == 1 {
+					stalls <- time.Now()
+				}
+				if tc.limit {
+					c.LimitWrites(time.Now().Add(limit))
+				}
+			})
+			bufs := bigFrame(8 << 20)
+			want := bytes.Join(bufs, nil)
+			errc := make(chan error, 1)
+			start := time.Now()
+			go func() { errc <- c.WriteFrames(&bufs) }()
+			if !tc.tcp {
+				// The pipe holds nothing: take a little, then stall.
+				if _, err := io.ReadFull(peer, make([]byte, 100)); err != nil {
+					t.Fatal(err)
+				}
+				want = want[100:]
+			}
+			stalled := wait(t, stalls)
+			if d := stalled.Sub(start); d < timeout {
+				t.Fatalf("stall reported %v after the write began, before the %v timeout", d, timeout)
+			}
+			readc := make(chan []byte, 1)
+			if tc.resume {
+				go func() {
+					got, _ := io.ReadAll(io.LimitReader(peer, int64(len(want))))
+					readc <- got
+				}()
+			}
+			err := wait(t, errc)
+			switch {
+			case tc.fail && !isTimeout(err):
+				t.Fatalf("write: %v, want a timeout", err)
+			case tc.fail && tc.limit && time.Since(stalled) < limit:
+				t.Fatalf("the write failed %v after the stall, before the %v limit", time.Since(stalled), limit)
+			case tc.fail && !tc.limit && time.Since(stalled) > limit/2:
+				t.Fatalf("the write failed %v after the stall, not at it", time.Since(stalled))
+			case !tc.fail && err != nil:
+				t.Fatalf("write to a peer that resumed within the limit: %v", err)
+			}
+			if tc.resume {
+				if got := wait(t, readc); !bytes.Equal(got, want) {
+					t.Fatalf("the peer got %d bytes, not the %d written", len(got), len(want))
+				}
+			}
+			if n := calls.Load(); n != 1 {
+				t.Fatalf("the stall function was called %d times", n)
+			}
+		})
 	}
 }
