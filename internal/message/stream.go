@@ -54,8 +54,13 @@ type Stream struct {
 	// Static after construction.
 	Type websocket.MessageType
 	pool *RingPool
-	r    *ring
 	size int64
+
+	// r is the ring: set at construction, given back to the pool (and set
+	// to nil, under mu) once the producer has ended the message and every
+	// cursor is detached; until then the producer and attached cursors use
+	// it without the lock.
+	r *ring
 
 	space chan struct{} // wakes the producer when a Cursor advances or detaches
 
@@ -105,13 +110,8 @@ func (s *Stream) minPosLocked() int64 {
 // fills a prefix of it and passes the length to Commit.
 func (s *Stream) Space(stop <-chan struct{}) ([]byte, error) {
 	for {
-		s.mu.Lock()
-		free := s.size - (s.produced - s.minPosLocked())
-		start := s.produced % s.size
-		s.mu.Unlock()
-		if free > 0 {
-			end := min(start+free, s.size)
-			return s.r.b[start:end], nil
+		if room := s.Room(); room != nil {
+			return room, nil
 		}
 		select {
 		case <-s.space:
@@ -119,6 +119,18 @@ func (s *Stream) Space(stop <-chan struct{}) ([]byte, error) {
 			return nil, ErrStopped
 		}
 	}
+}
+
+// Room is Space without the wait: nil when the ring is full.
+func (s *Stream) Room() []byte {
+	s.mu.Lock()
+	free := s.size - (s.produced - s.minPosLocked())
+	start := s.produced % s.size
+	s.mu.Unlock()
+	if free <= 0 {
+		return nil
+	}
+	return s.r.b[start:min(start+free, s.size)]
 }
 
 // Commit publishes the next n bytes written into the room Space returned.
@@ -223,6 +235,16 @@ func (c *Cursor) Advance(n int) {
 	c.pos += int64(n)
 	c.s.mu.Unlock()
 	c.s.wakeProducer()
+}
+
+// Waiting reports whether this cursor's receiver has started the message,
+// written all of it that has been produced, and waits for more: the message
+// is what holds it back. Any goroutine may call it.
+func (c *Cursor) Waiting() bool {
+	s := c.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !c.detached && c.pos > 0 && c.pos == s.produced && !s.finished && !s.aborted
 }
 
 // Started reports whether any byte has been consumed through this cursor.
