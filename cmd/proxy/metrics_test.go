@@ -164,6 +164,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		"wsproxy_delivery_latency_seconds":                                            4,
 		"wsproxy_closes_total{code=4003,by=proxy}":                                    1,
 		"wsproxy_closes_total{code=1009,by=proxy}":                                    1,
+		"wsproxy_close_frames_total{result=sent}":                                     2,
 		"wsproxy_api_requests_total{route=/api/groups/{group}/messages,code=202}":     1,
 		"wsproxy_api_requests_total{route=/api/groups,code=401}":                      1,
 		"wsproxy_api_requests_total{route=/api/groups/{group}/members/{id},code=204}": 1,
@@ -174,7 +175,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		}
 	}
 	// No metric is labelled by anything unbounded, such as a group or an id.
-	allowed := map[string]bool{"type": true, "code": true, "by": true, "reason": true, "route": true}
+	allowed := map[string]bool{"type": true, "code": true, "by": true, "reason": true, "route": true, "result": true}
 	for name, f := range fams {
 		if !strings.HasPrefix(name, "wsproxy_") {
 			continue

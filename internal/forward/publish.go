@@ -7,7 +7,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/wsproxy/wsproxy/internal/group"
 	"github.com/wsproxy/wsproxy/internal/session"
 )
 
@@ -33,13 +32,15 @@ func (s *Server) Publish(ctx context.Context, groupName, id string, typ websocke
 	if g == nil {
 		return 0, ErrNoGroup
 	}
-	var only *session.Session
+	to := groupRecipients(g)
 	if id != "" {
-		if only = s.registry.Member(groupName, id); only == nil {
+		m := s.registry.Member(groupName, id)
+		if m == nil {
 			return 0, ErrNoMember
 		}
+		to.members = []*session.Session{m}
 	}
-	return s.publish(ctx, target{groups: []*group.Group{g}}, only, typ, r)
+	return s.publish(ctx, to, typ, r)
 }
 
 // Broadcast delivers one message, read from r, to every connection of every
@@ -48,12 +49,16 @@ func (s *Server) Broadcast(ctx context.Context, typ websocket.MessageType, r io.
 	if s.Draining() {
 		return 0, ErrDraining
 	}
-	return s.publish(ctx, target{groups: s.registry.Groups()}, nil, typ, r)
+	to := recipients{groups: s.registry.Groups()}
+	for _, g := range to.groups {
+		to.members = append(to.members, g.Members()...)
+	}
+	return s.publish(ctx, to, typ, r)
 }
 
-func (s *Server) publish(ctx context.Context, t target, only *session.Session, typ websocket.MessageType, r io.Reader) (int, error) {
+func (s *Server) publish(ctx context.Context, to recipients, typ websocket.MessageType, r io.Reader) (int, error) {
 	src := &source{r: r, typ: typ, stop: ctx.Done()}
-	n, err := s.relay(src, t, only)
+	n, err := s.relay(src, Sender{}, to)
 	if errors.Is(err, io.ErrUnexpectedEOF) {
 		err = errTruncated
 	}

@@ -1,12 +1,13 @@
 // Package forward accepts WebSocket clients on /ws, reads every message they
 // send and hands it to the other members of their group.
 //
-// Each connection is served by the goroutine net/http gave its handler: it
-// validates the handshake, joins the group, then reads messages until the
-// connection ends. Each message is relayed as package message describes, and
-// reaches receivers only through their session's queue. The reader never
-// writes to another client's socket, and waits on other clients only as the
-// slow-consumer policy says.
+// The net/http handler validates the handshake, upgrades, joins the group and
+// hands the connection to a reader goroutine owned by the Server, which reads
+// messages until the connection ends. Every message, from a member or from
+// the admin API, reaches receivers through one delivery path (sendBuf for a
+// message held whole, openStream for one relayed as it arrives) and only
+// through their session's queue. A reader never writes to another client's
+// socket, and waits on other clients only as the slow-consumer policy says.
 package forward
 
 import (
@@ -82,14 +83,13 @@ type Server struct {
 	registry *group.Registry
 	rings    *message.RingPool
 
-	// Guarded by mu: draining is set once; handlers counts connections that
-	// passed the draining check, so Shutdown can wait for all of them.
+	// draining is set once, under mu; handlers counts connections that
+	// passed the draining check under mu, so Shutdown can wait for all.
 	mu       sync.Mutex
-	draining bool
+	draining atomic.Bool
 	handlers sync.WaitGroup
 
-	drainingFlag atomic.Bool // mirrors draining, for lock-free readers
-	closingAll   atomic.Bool // set before Shutdown closes every session
+	closingAll atomic.Bool // set before Shutdown closes every session
 }
 
 // NewServer returns a server. It registers its gauges on m.
@@ -120,10 +120,11 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 func (s *Server) Registry() *group.Registry { return s.registry }
 
 // Draining reports whether Shutdown has begun.
-func (s *Server) Draining() bool { return s.drainingFlag.Load() }
+func (s *Server) Draining() bool { return s.draining.Load() }
 
 func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
 	s.metrics.Rejected(rej.reason)
+	rej.setHeader(w.Header())
 	httpjson.Error(w, rej.status, rej.msg)
 }
 
@@ -164,6 +165,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	sess := session.New(conn, hw.Conn(), id, groupName, session.Config{
 		QueueBytes:   s.opts.SendQueueBytes,
+		WriteTimeout: s.opts.WriteTimeout,
 		PingInterval: s.opts.PingInterval,
 		PingTimeout:  s.opts.PingTimeout,
 		CloseGrace:   s.opts.CloseGrace,
@@ -201,27 +203,38 @@ func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
 func (s *Server) track() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.draining {
+	if s.draining.Load() {
 		return false
 	}
 	s.handlers.Add(1)
 	return true
 }
 
+// testHookNextMessage, set only by tests, runs before the reader waits for
+// each message.
+var testHookNextMessage func(*session.Session)
+
 // readLoop reads and relays messages until the connection ends or the session
 // is asked to close.
 func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
-	conn, nc := sess.Conn(), sess.NetConn()
-	src := &source{from: sess, stop: sess.Closing(), truncated: nc.ReadFailed}
+	conn := sess.Conn()
+	from := MemberSender(sess)
+	src := &source{stop: sess.Closing(), truncated: sess.NetConn().ReadFailed}
 	if s.opts.MessageIdleTimeout > 0 {
-		src.watch = newStallWatch(nc, s.opts.MessageIdleTimeout)
+		src.watch = newStallWatch(sess, s.opts.MessageIdleTimeout, s.opts.BufferBytes)
 		defer src.watch.close()
 	}
+	to := recipients{groups: []*group.Group{g}}
 	for {
+		if testHookNextMessage != nil {
+			testHookNextMessage(sess)
+		}
 		typ, r, err := conn.Reader(context.Background())
 		if err != nil {
 			return err
 		}
+		// The message goes to the members connected as it starts.
+		to.members = g.Members()
 		select {
 		case <-sess.Closing():
 			return nil // replaced, kicked or evicted: forward nothing more
@@ -232,11 +245,14 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 			src.watch.start()
 		}
 		src.r, src.typ, src.read = r, typ, 0
-		_, err = s.relay(src, target{groups: []*group.Group{g}}, nil)
+		_, err = s.relay(src, from, to)
 		if src.watch != nil {
 			src.watch.stop()
 		}
 		sess.EndMessage()
+		if errors.Is(err, errAbandoned) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -257,6 +273,10 @@ func (s *Server) classifyEnd(sess *session.Session, err error) {
 		sess.Close(websocket.StatusInvalidFramePayloadData, "invalid utf-8")
 	case errors.Is(err, errStalled):
 		sess.Close(websocket.StatusPolicyViolation, "message stalled")
+	case errors.Is(err, hijack.ErrInvalidClose):
+		// A close frame whose reason is not UTF-8 (RFC 6455 section 8.1):
+		// hijack.Conn kept it from the library, which would have echoed it.
+		sess.Close(websocket.StatusInvalidFramePayloadData, "invalid utf-8")
 	case errors.As(err, &ce):
 		sess.ClosedByPeer(ce.Code, ce.Reason)
 	case errors.Is(err, errTruncated), sess.NetConn().ReadFailed():
@@ -272,12 +292,17 @@ func (s *Server) logEnd(sess *session.Session) {
 	code, reason, byPeer := sess.CloseStatus()
 	st := sess.Stats()
 	s.metrics.Disconnected(code, byPeer)
+	closeSent := sess.NetConn().CloseSent()
+	if !byPeer {
+		s.metrics.CloseFrame(closeSent)
+	}
 	sess.Log().Info().
 		Str("remote", sess.Remote).
 		Float64("duration_s", time.Since(sess.Since).Seconds()).
 		Int64("msgs_in", st.MessagesIn).Int64("bytes_in", st.BytesIn).
 		Int64("msgs_out", st.MessagesOut).Int64("bytes_out", st.BytesOut).
 		Int("close_code", int(code)).Str("close_reason", reason).Bool("closed_by_peer", byPeer).
+		Bool("close_frame_sent", closeSent).
 		Msg("connection closed")
 }
 
@@ -293,9 +318,8 @@ const quietPeriod = 100 * time.Millisecond
 // returns when every connection's goroutines are done.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.mu.Lock()
-	s.draining = true
+	s.draining.Store(true)
 	s.mu.Unlock()
-	s.drainingFlag.Store(true)
 
 	// Done when, for a whole quietPeriod of the drain, nothing was queued,
 	// every reader was between messages and none started or finished one. (A

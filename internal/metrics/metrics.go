@@ -24,6 +24,7 @@ type Metrics struct {
 	rejections       fixedLabel
 	evictions        fixedLabel
 	closes           *prometheus.CounterVec
+	closeFrames      [2]prometheus.Counter // not sent, sent
 	apiRequests      *prometheus.CounterVec
 
 	messagesIn  [3]prometheus.Counter // indexed by websocket.MessageType
@@ -86,7 +87,13 @@ func New() *Metrics {
 		m.deliveries[t] = deliveries.WithLabelValues(name)
 		m.bytesOut[t] = bytesOut.WithLabelValues(name)
 	}
-	r.MustRegister(m.connections, m.connectionsTotal, m.rejections.vec, m.evictions.vec, m.closes, m.apiRequests,
+	closeFrames := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "wsproxy_close_frames_total",
+		Help: "Connections the proxy closed, by whether its close frame reached the socket whole (sent) or the connection was cut without one (not_sent).",
+	}, []string{"result"})
+	m.closeFrames[0] = closeFrames.WithLabelValues("not_sent")
+	m.closeFrames[1] = closeFrames.WithLabelValues("sent")
+	r.MustRegister(m.connections, m.connectionsTotal, m.rejections.vec, m.evictions.vec, m.closes, m.apiRequests, closeFrames,
 		m.messageSize, m.latency, msgIn, bytesIn, deliveries, bytesOut,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -120,6 +127,16 @@ func (m *Metrics) Disconnected(code websocket.StatusCode, byPeer bool) {
 		by = "peer"
 	}
 	m.closes.WithLabelValues(closeCodeLabel(code), by).Inc()
+}
+
+// CloseFrame counts a connection the proxy closed, by whether its close frame
+// went out.
+func (m *Metrics) CloseFrame(sent bool) {
+	if sent {
+		m.closeFrames[1].Inc()
+	} else {
+		m.closeFrames[0].Inc()
+	}
 }
 
 // Rejected counts a refused handshake. reason is one of rejectReasons; any

@@ -188,16 +188,7 @@ func (q *Queue) TakeAll(dst []Item) []Item {
 
 // Done reports a taken item of size bytes (Item.Size, taken before the item
 // was written: writing releases it) written or dropped, freeing its room.
-func (q *Queue) Done(size int64) {
-	q.mu.Lock()
-	q.bytes -= size
-	q.pending--
-	if q.space != nil {
-		close(q.space)
-		q.space = nil
-	}
-	q.mu.Unlock()
-}
+func (q *Queue) Done(size int64) { q.DoneN(1, size) }
 
 // DoneN reports n taken items of size bytes in all written or dropped,
 // freeing their room: Done for a whole run at once.
@@ -222,6 +213,13 @@ func (q *Queue) Bytes() int64 {
 	return q.bytes
 }
 
+// Pending is the number of items pushed and not yet written or dropped.
+func (q *Queue) Pending() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.pending
+}
+
 // Idle reports whether every item pushed has been written or dropped.
 func (q *Queue) Idle() bool {
 	q.mu.Lock()
@@ -230,7 +228,8 @@ func (q *Queue) Idle() bool {
 }
 
 // Close refuses further pushes, wakes every waiting pusher, and releases the
-// items still waiting. Only the queue's owner calls it.
+// items still waiting (not those the writer has taken: it drops them). Any
+// goroutine may call it, any number of times.
 func (q *Queue) Close() {
 	q.mu.Lock()
 	q.closed = true

@@ -32,12 +32,22 @@ const (
 
 // Config is what a session needs to know of the server's settings.
 type Config struct {
-	QueueBytes   int64
+	QueueBytes int64
+	// WriteTimeout: a receiver that accepts no bytes this long is evicted;
+	// once evicted, the frame in progress and the close frame must go out
+	// within it (0: no timeout; an eviction then allows CloseGrace).
+	WriteTimeout time.Duration
 	PingInterval time.Duration // 0: no keepalive pings
 	PingTimeout  time.Duration
 	// CloseGrace bounds how long a close handshake waits for the peer's answer.
 	CloseGrace time.Duration
 }
+
+// Why a receiver was evicted: the label values of wsproxy_evictions_total.
+const (
+	EvictQueueFull    = "queue_full"    // disconnect policy: the queue had no room
+	EvictWriteTimeout = "write_timeout" // accepted no bytes for the write timeout
+)
 
 // Stats are a session's running totals. Reads are atomic per field.
 type Stats struct {
@@ -62,17 +72,20 @@ type Session struct {
 
 	// Owned by the running writer (one at a time: the queue hands over).
 	batch []Item
+	hdr   [hijack.MaxHeaderLen]byte // a streamed message's frame header
+	out   net.Buffers               // a streamed message's frame
 
 	// Guarded by mu.
 	mu          sync.Mutex
 	closeCode   websocket.StatusCode
 	closeReason string
 	closeByPeer bool
-	abortWrites bool
+	evicted     bool
 	pingTimer   *time.Timer
 	pingStopped bool
-	pingWG      sync.WaitGroup
-	parked      int // >0 while the reader is waiting on other sessions' queues
+	pingWG      sync.WaitGroup // Add under mu; Wait in Wait
+	parked      int            // >0 while the reader waits on other sessions
+	parks       uint64         // counts Park and Unpark calls
 
 	stats struct {
 		sync.Mutex
@@ -103,6 +116,7 @@ func New(conn *websocket.Conn, nc *hijack.Conn, id, group string, cfg Config, lo
 	// closure each time the writer starts.
 	writer := s.writeLoop
 	s.q.SetWriter(func() { go writer() })
+	nc.OnWriteStall(s.writeStalled)
 	return s
 }
 
@@ -121,8 +135,9 @@ func (s *Session) Log() *zerolog.Logger {
 	return &l
 }
 
-// Start runs the session: a writer whenever something is queued (no
-// goroutine while idle), and the keepalive. Wait returns after both are done.
+// Start arms the keepalive. (The writer needs no starting: it runs whenever
+// something is queued or a close is requested.) Wait returns after both the
+// writer and the keepalive are done.
 func (s *Session) Start() {
 	if s.cfg.PingInterval > 0 {
 		s.mu.Lock()
@@ -147,12 +162,16 @@ func (s *Session) TryPush(it Item) error { return s.q.TryPush(it) }
 // QueuedBytes is the number of bytes waiting for this session or being written.
 func (s *Session) QueuedBytes() int64 { return s.q.Bytes() }
 
+// Pending is the number of messages queued for this session or being written.
+func (s *Session) Pending() int { return s.q.Pending() }
+
 // Idle reports whether nothing is queued for or being written to this session.
 func (s *Session) Idle() bool { return s.q.Idle() }
 
 // Close asks the session to close with code and reason. The first request
-// wins. It returns at once; what was queued is dropped, the write in progress
-// finishes, then the close frame is sent.
+// wins. It returns at once: what was queued is dropped (pushers waiting for
+// room get ErrClosed), the frame being written finishes, then the writer sends
+// the close frame.
 func (s *Session) Close(code websocket.StatusCode, reason string) {
 	s.requestClose(code, reason, false, false)
 }
@@ -162,8 +181,11 @@ func (s *Session) ClosedByPeer(code websocket.StatusCode, reason string) {
 	s.requestClose(code, reason, true, false)
 }
 
-// Evict closes a receiver that fell behind with 1008 "slow consumer", aborting
-// the write in progress: its socket is presumed stuck.
+// Evict closes a receiver that fell behind with 1008 "slow consumer", for
+// reason (EvictQueueFull or EvictWriteTimeout). As for Close, its queue is
+// dropped at once; the frame in progress and then the close frame must reach
+// the socket within the write timeout, so that a client that resumes reading
+// in time learns why it was closed. Past that its socket is cut.
 func (s *Session) Evict(reason string) {
 	if s.requestClose(websocket.StatusPolicyViolation, "slow consumer", false, true) {
 		s.metrics.Evicted(reason)
@@ -171,7 +193,7 @@ func (s *Session) Evict(reason string) {
 	}
 }
 
-func (s *Session) requestClose(code websocket.StatusCode, reason string, byPeer, abort bool) bool {
+func (s *Session) requestClose(code websocket.StatusCode, reason string, byPeer, evict bool) bool {
 	s.mu.Lock()
 	select {
 	case <-s.closing:
@@ -179,14 +201,25 @@ func (s *Session) requestClose(code websocket.StatusCode, reason string, byPeer,
 		return false
 	default:
 	}
-	s.closeCode, s.closeReason, s.closeByPeer, s.abortWrites = code, reason, byPeer, abort
+	s.closeCode, s.closeReason, s.closeByPeer, s.evicted = code, reason, byPeer, evict
 	close(s.closing)
 	s.mu.Unlock()
-	if abort {
-		s.nc.AbortWrites()
+	if evict {
+		s.limitWrites()
 	}
-	s.q.Kick() // the writer closes the socket
+	s.q.Close() // drops what is queued, wakes waiting pushers
+	s.q.Kick()  // the writer finishes and closes the socket
 	return true
+}
+
+// limitWrites bounds what is left to write (the frame in progress, the close
+// frame) to the write timeout from now.
+func (s *Session) limitWrites() {
+	grace := s.cfg.WriteTimeout
+	if grace <= 0 {
+		grace = s.cfg.CloseGrace
+	}
+	s.nc.LimitWrites(time.Now().Add(grace))
 }
 
 // CloseStatus is how the session ended (or is ending): the code, the reason,
@@ -197,17 +230,33 @@ func (s *Session) CloseStatus() (websocket.StatusCode, string, bool) {
 	return s.closeCode, s.closeReason, s.closeByPeer
 }
 
-// Parked marks the reader as waiting on other sessions (true) or not (false).
-// While parked, keepalive pings are skipped: the reader cannot read the pong,
-// and the wait is the proxy's doing, not the client's.
-func (s *Session) Parked(p bool) {
+// Park marks the reader as waiting on other sessions (for room in a queue or
+// in a stream's ring), until the matching Unpark. The wait is the proxy's
+// doing, never the client's: while parked, no keepalive ping is sent, a ping
+// already in flight is not held against the client (the reader cannot read
+// the pong), and a message does not count as stalled (see Parks).
+func (s *Session) Park() {
 	s.mu.Lock()
-	if p {
-		s.parked++
-	} else {
-		s.parked--
-	}
+	s.parked++
+	s.parks++
 	s.mu.Unlock()
+}
+
+// Unpark ends a Park.
+func (s *Session) Unpark() {
+	s.mu.Lock()
+	s.parked--
+	s.parks++
+	s.mu.Unlock()
+}
+
+// Parks reports whether the reader is parked now, and a count that changes
+// whenever it parks or unparks: a caller that sees the same count twice and
+// not parked knows the reader was not parked in between.
+func (s *Session) Parks() (parked bool, count uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.parked > 0, s.parks
 }
 
 // BeginMessage and EndMessage bracket each message the reader reads. They
@@ -415,36 +464,38 @@ func (s *Session) writeRun(batch []Item, i int, dlv *metrics.Deliveries) (int, e
 	return j, err
 }
 
-// writeStream relays a streamed message as its sender's bytes arrive. The
-// WebSocket writer is opened only with the first bytes in hand, so a receiver
-// that had not started a message its sender abandons gets nothing of it.
+// writeStream relays a streamed message as its sender's bytes arrive, each
+// piece as one frame of a fragmented message. The first frame goes out only
+// with the first bytes in hand, so a receiver that had not started a message
+// its sender abandons gets nothing of it. Once the session is closing it stops
+// after the frame in progress: the close frame follows a partial message,
+// which clients discard.
 func (s *Session) writeStream(cur *message.Cursor, enqueued int64, dlv *metrics.Deliveries) error {
 	defer cur.Detach()
 	typ := cur.Stream().Type
-	var w io.WriteCloser
+	op := hijack.OpBinary
+	if typ == websocket.MessageText {
+		op = hijack.OpText
+	}
 	var n int64
 	for {
 		p, err := cur.Next(s.closing)
 		switch {
 		case err == nil:
-			if w == nil {
-				if w, err = s.conn.Writer(context.Background(), typ); err != nil {
-					return err
-				}
-			}
-			_, err = w.Write(p)
+			err = s.writeFrame(op, false, p)
+			op = hijack.OpContinuation
 			cur.Advance(len(p))
 			n += int64(len(p))
 			if err != nil {
 				return err
 			}
-		case err == io.EOF:
-			if w == nil {
-				err = s.conn.Write(context.Background(), typ, nil)
-			} else {
-				err = w.Close()
+			select {
+			case <-s.closing:
+				return io.EOF
+			default:
 			}
-			if err == nil {
+		case err == io.EOF:
+			if err = s.writeFrame(op, true, nil); err == nil {
 				dlv.Add(typ, n, time.Duration(Now()-enqueued))
 			}
 			return err
@@ -457,6 +508,24 @@ func (s *Session) writeStream(cur *message.Cursor, enqueued int64, dlv *metrics.
 			return io.EOF
 		}
 	}
+}
+
+// writeFrame writes one data frame of a streamed message.
+func (s *Session) writeFrame(op hijack.Opcode, fin bool, p []byte) error {
+	s.out = append(s.out[:0], hijack.AppendFrameHeader(s.hdr[:0], op, fin, len(p)), p)
+	err := s.nc.WriteFrames(&s.out)
+	clear(s.out[:cap(s.out)])
+	return err
+}
+
+// writeStalled runs when the socket has accepted no bytes for the write
+// timeout, in the middle of a write (see hijack.Conn.OnWriteStall): the
+// receiver is evicted, and the write goes on within the eviction's limit, so
+// that a client that was only pausing reads whole frames, then the close
+// frame that says why.
+func (s *Session) writeStalled() {
+	s.Evict(EvictWriteTimeout)
+	s.limitWrites() // also when an earlier close request was not an eviction
 }
 
 // delivered adds what the writer delivered since the last call to the
@@ -473,44 +542,50 @@ func (s *Session) delivered(dlv *metrics.Deliveries) {
 	s.metrics.AddDeliveries(dlv)
 }
 
-// finish closes the socket after the writer stops, with the close frame the
-// first close request asked for.
+// finish closes the socket after the writer stops: it sends the close frame
+// the first close request asked for (within the write limits: the socket may
+// be full), waits at most CloseGrace for the client's answer, and closes.
 func (s *Session) finish(err error) {
+	s.q.Close() // normally closed already by the close request
 	switch {
 	case errors.Is(err, errSenderAborted):
 		s.Close(StatusSenderAborted, "sender aborted")
-	case errors.Is(err, hijack.ErrWritesAborted):
-		// An eviction already recorded why.
 	case errors.Is(err, hijack.ErrCloseSent):
 		// The library has sent a close frame (answering the peer's, or
 		// refusing its frames); the reader records why. Nothing more can be
 		// sent.
-		s.q.Close()
 		_ = s.conn.CloseNow()
 		return
 	case errors.Is(err, hijack.ErrMidFrame):
 		s.Log().Error().Err(err).Msg("writer bug")
 		s.Close(websocket.StatusInternalError, "internal error")
 	case err != io.EOF:
-		// The socket failed under a write. A write that stalled past the
-		// write timeout is a slow consumer; anything else is a dead peer.
+		// The socket failed under a write: a write stuck past the limits
+		// (an evicted receiver that read nothing, or a shutdown cutting it
+		// off), or a dead peer. Nothing can follow a frame cut in half.
 		if isTimeout(err) {
-			s.Evict("write_timeout")
+			s.Evict(EvictWriteTimeout)
 		} else {
 			s.Close(websocket.StatusAbnormalClosure, "write failed")
 		}
-	}
-	s.q.Close()
-
-	s.mu.Lock()
-	code, reason, abort := s.closeCode, s.closeReason, s.abortWrites
-	s.mu.Unlock()
-	if abort || code == websocket.StatusAbnormalClosure {
 		_ = s.conn.CloseNow()
 		return
 	}
-	// Close waits for the peer's answer; a peer that never answers must not
-	// hold the session (or a shutdown) for the library's 5 s.
+
+	code, reason, _ := s.CloseStatus()
+	if code == websocket.StatusAbnormalClosure || code == websocket.StatusNoStatusRcvd {
+		_ = s.conn.CloseNow() // no close frame can carry these
+		return
+	}
+	// The close frame goes out through hijack.Conn, under the write timeout
+	// and any eviction limit (the library would give up after 5 s). The
+	// library's own close frame that follows is dropped by hijack.Conn; it
+	// then waits for the client's answer, which a client that never answers
+	// must not make last the library's 5 s.
+	if err := s.nc.WriteClose(uint16(code), reason); err != nil && !errors.Is(err, hijack.ErrCloseSent) {
+		_ = s.conn.CloseNow()
+		return
+	}
 	t := time.AfterFunc(s.cfg.CloseGrace, func() { _ = s.nc.Close() })
 	_ = s.conn.Close(code, reason)
 	t.Stop()
@@ -521,37 +596,71 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// ping runs on its own short-lived goroutine each ping interval.
+// ping runs on its own short-lived goroutine each ping interval. No ping is
+// sent while the reader is parked; a ping in flight when it parks is not held
+// against the client (see Park). A client that does not answer in time is
+// closed with 1008; the library is never given a deadline, because any
+// deadline it meets closes the whole connection without a close frame.
 func (s *Session) ping() {
 	s.mu.Lock()
 	if s.pingStopped {
 		s.mu.Unlock()
 		return
 	}
-	skip := s.parked > 0
+	if s.parked > 0 {
+		s.pingTimer.Reset(s.cfg.PingInterval)
+		s.mu.Unlock()
+		return
+	}
 	s.pingWG.Add(1)
+	w := &pongWait{s: s, parks: s.parks}
 	s.mu.Unlock()
 	defer s.pingWG.Done()
 
-	if !skip {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.PingTimeout)
-		err := s.conn.Ping(ctx)
-		cancel()
-		if err != nil {
-			select {
-			case <-s.closing:
-			default:
-				s.Log().Info().Err(err).Msg("keepalive ping failed")
-				s.Close(websocket.StatusPolicyViolation, "policy")
-			}
-			return
-		}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(s.cfg.PingTimeout, w.expired)
+	w.mu.Unlock()
+	err := s.conn.Ping(context.Background()) // returns once answered or closed
+	w.mu.Lock()
+	w.timer.Stop()
+	w.done = true
+	w.mu.Unlock()
+	if err != nil {
+		return // the connection is closing
 	}
 	s.mu.Lock()
 	if !s.pingStopped {
 		s.pingTimer.Reset(s.cfg.PingInterval)
 	}
 	s.mu.Unlock()
+}
+
+// pongWait times one ping's answer.
+type pongWait struct {
+	s *Session
+
+	mu    sync.Mutex
+	timer *time.Timer
+	parks uint64 // the session's park count when the wait (re)started
+	done  bool
+}
+
+// expired runs when a ping has waited PingTimeout: if the reader parked
+// meanwhile, the pong may be unread in its socket, so the wait starts again;
+// otherwise the client is closed.
+func (w *pongWait) expired() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return
+	}
+	if parked, parks := w.s.Parks(); parked || parks != w.parks {
+		w.parks = parks
+		w.timer.Reset(w.s.cfg.PingTimeout)
+		return
+	}
+	w.s.Log().Info().Msg("keepalive: no pong within the ping timeout")
+	w.s.Close(websocket.StatusPolicyViolation, "policy")
 }
 
 var epoch = time.Now()

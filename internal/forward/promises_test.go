@@ -1,0 +1,640 @@
+package forward
+
+// Tests of the core's promises (SPEC sections 3-5) under hostile or unlucky
+// clients: each was a reproduced break (issue 8) and fails on the code before
+// its fix.
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/wsproxy/wsproxy/internal/session"
+)
+
+// dialFrozen connects a raw client that reads nothing until the test makes
+// it. (Its receive buffer is left as the system makes it: shrunk below two
+// loopback segments of 64 KiB, it would open its window again only when the
+// sender's zero-window probe comes, which can be many seconds later.)
+func dialFrozen(t testing.TB, ts *testServer, id, group string) *rawClient {
+	t.Helper()
+	return dialRaw(t, ts, id, group)
+}
+
+// counter is the value of a counter of ts's metrics with the given labels.
+func counter(t testing.TB, ts *testServer, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := ts.metrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if v, ok := labels[lp.GetName()]; ok && v != lp.GetValue() {
+					continue next
+				}
+			}
+			return value(m)
+		}
+	}
+	return 0
+}
+
+func value(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
+// seqMsg is message seq of size bytes: the sequence number, then filler.
+func seqMsg(seq, size int) []byte {
+	b := make([]byte, size)
+	binary.BigEndian.PutUint32(b, uint32(seq))
+	return b
+}
+
+// flood sends seqMsg messages from c until ctx ends or a write fails, and
+// returns how many it sent.
+func flood(ctx context.Context, c *websocket.Conn, size int) int {
+	for seq := 0; ; seq++ {
+		if c.Write(ctx, websocket.MessageBinary, seqMsg(seq, size)) != nil {
+			return seq
+		}
+	}
+}
+
+// collect reads seqMsg messages from c until the text message "end", and
+// returns their sequence numbers.
+func collect(c *websocket.Conn, timeout time.Duration) ([]int, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var seqs []int
+	for {
+		typ, b, err := c.Read(ctx)
+		if err != nil {
+			return seqs, fmt.Errorf("after %d messages: %w", len(seqs), err)
+		}
+		if typ == websocket.MessageText {
+			if string(b) == "end" {
+				return seqs, nil
+			}
+			continue
+		}
+		seqs = append(seqs, int(binary.BigEndian.Uint32(b)))
+	}
+}
+
+// collectRaw is collect for a raw client: it also answers pings.
+func collectRaw(c *rawClient, timeout time.Duration) ([]int, error) {
+	deadline := time.Now().Add(timeout)
+	var seqs []int
+	var msg []byte
+	for {
+		fin, op, p, err := c.readFrame(time.Until(deadline))
+		if err != nil {
+			return seqs, fmt.Errorf("after %d messages: %w", len(seqs), err)
+		}
+		switch op {
+		case opPing:
+			c.frame(true, opPong, p)
+			continue
+		case opClose:
+			return seqs, fmt.Errorf("after %d messages: closed %v", len(seqs), p)
+		}
+		msg = append(msg, p...)
+		if !fin {
+			continue
+		}
+		if op == opText && string(msg) == "end" || op == opCont && string(msg) == "end" {
+			return seqs, nil
+		}
+		if len(msg) >= 4 {
+			seqs = append(seqs, int(binary.BigEndian.Uint32(msg)))
+		}
+		msg = msg[:0]
+	}
+}
+
+// contiguous checks that seqs is 0, 1, ... n-1.
+func contiguous(seqs []int) error {
+	for i, s := range seqs {
+		if s != i {
+			return fmt.Errorf("message %d has seq %d", i, s)
+		}
+	}
+	return nil
+}
+
+// TestSenderEndsWhileParked: a message the proxy has read whole reaches every
+// receiver it was meant for, or that receiver is closed, whatever ends its
+// sender while the sender waits for a slow receiver. Here the slow receiver
+// resumes in time (well within --write-timeout), so it must get every message
+// the others got, and nobody may be closed.
+func TestSenderEndsWhileParked(t *testing.T) {
+	for _, how := range []string{"kick", "replace", "drop", "api"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, func(o *Options) {
+				o.SendQueueBytes = 64 << 10
+				o.WriteTimeout = time.Minute // X is slow, never evicted
+			})
+			var s *websocket.Conn
+			var ss *session.Session
+			if how != "api" {
+				s = dial(t, ts, "s", "g")
+				ss = ts.registry.Member("g", "s")
+			}
+			r1, r2 := dial(t, ts, "r1", "g"), dial(t, ts, "r2", "g")
+			end := dial(t, ts, "end", "g")
+			x := dialFrozen(t, ts, "x", "g")
+			xs := ts.registry.Member("g", "x")
+
+			type result struct {
+				seqs []int
+				err  error
+			}
+			results := make(chan result, 3)
+			for _, r := range []*websocket.Conn{r1, r2} {
+				go func() { seqs, err := collect(r, time.Minute); results <- result{seqs, err} }()
+			}
+
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			const size = 16 << 10
+			sent := make(chan int, 1)
+			go func() {
+				if how != "api" {
+					sent <- flood(ctx, s, size)
+					return
+				}
+				for seq := 0; ; seq++ {
+					_, err := ts.Publish(ctx, "g", "", websocket.MessageBinary, bytes.NewReader(seqMsg(seq, size)))
+					if err != nil {
+						sent <- seq
+						return
+					}
+				}
+			}()
+
+			// The sender waits for room in x's queue.
+			if how == "api" {
+				// Nothing tells when an API publish waits; this makes
+				// it likely (the test cannot pass wrongly either way).
+				waitFor(t, time.Minute, "x's queue full", func() bool { return xs.QueuedBytes() > 64<<10-size })
+				time.Sleep(100 * time.Millisecond)
+			} else {
+				waitFor(t, time.Minute, "sender parked", func() bool { parked, _ := ss.Parks(); return parked })
+			}
+			switch how {
+			case "kick":
+				if err := ts.Kick("g", "s"); err != nil {
+					t.Fatal(err)
+				}
+			case "replace":
+				c, _, err := websocket.Dial(context.Background(), ts.url+"?id=s&groupName=g", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.CloseNow()
+			case "drop":
+				s.CloseNow()
+			case "api":
+				cancel()
+			}
+
+			// x resumes reading, well within --write-timeout.
+			go func() { seqs, err := collectRaw(x, time.Minute); results <- result{seqs, err} }()
+			if how != "api" {
+				// A dropped sender's reader still relays what was in
+				// its socket, until it reads the end of it.
+				waitFor(t, time.Minute, "the sender's reader done", func() bool {
+					in, _ := ss.Activity()
+					return !in && (how == "replace" || ts.registry.Member("g", "s") == nil)
+				})
+				cancel()
+			}
+			n := <-sent
+			writeMsg(t, end, websocket.MessageText, []byte("end"))
+
+			var got [][]int
+			for range 3 {
+				r := <-results
+				if r.err != nil {
+					t.Fatalf("a receiver: %v (the sender sent %d)", r.err, n)
+				}
+				if err := contiguous(r.seqs); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, r.seqs)
+			}
+			for _, seqs := range got[1:] {
+				if len(seqs) != len(got[0]) {
+					t.Fatalf("receivers got %d, %d and %d messages: one missed a message and was not closed",
+						len(got[0]), len(got[1]), len(got[2]))
+				}
+			}
+			if code, _, _ := xs.CloseStatus(); code != 0 {
+				t.Fatalf("x closed with %d", code)
+			}
+		})
+	}
+}
+
+// TestEvictedReceiverLearnsWhy: a receiver evicted as a slow consumer that
+// resumes reading within --write-timeout of its eviction reads whole messages
+// and then the close frame 1008 "slow consumer", not a bare TCP drop. Both
+// policies.
+func TestEvictedReceiverLearnsWhy(t *testing.T) {
+	const writeTimeout = 10 * time.Second
+	for _, policy := range []Policy{Backpressure, Disconnect} {
+		for _, delay := range []time.Duration{500 * time.Millisecond, 2 * time.Second, 5 * time.Second} {
+			t.Run(fmt.Sprintf("%v/%v", policy, delay), func(t *testing.T) {
+				t.Parallel()
+				ts := startServer(t, func(o *Options) {
+					o.SlowConsumer = policy
+					o.SendQueueBytes = 64 << 10
+					o.WriteTimeout = writeTimeout
+				})
+				s := dial(t, ts, "s", "g")
+				x := dialFrozen(t, ts, "x", "g")
+				xs := ts.registry.Member("g", "x")
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go flood(ctx, s, 16<<10)
+
+				waitFor(t, time.Minute, "x evicted", func() bool { code, _, _ := xs.CloseStatus(); return code != 0 })
+				cancel() // (spare the machine: all that is left to x is in its socket)
+				if code, reason, _ := xs.CloseStatus(); code != websocket.StatusPolicyViolation || reason != "slow consumer" {
+					t.Fatalf("x closed with %d %q", code, reason)
+				}
+				time.Sleep(delay) // the client pauses this long after its eviction
+
+				next := 0
+				deadline := time.Now().Add(time.Minute)
+				for {
+					fin, op, p, err := x.readFrame(time.Until(deadline))
+					if err != nil {
+						t.Fatalf("after %d whole messages: %v, want the close frame 1008", next, err)
+					}
+					if op == opClose {
+						if code := binary.BigEndian.Uint16(p); code != 1008 || string(p[2:]) != "slow consumer" {
+							t.Fatalf("close frame %d %q", code, p[2:])
+						}
+						break
+					}
+					if op == opPing {
+						continue
+					}
+					if !fin || op != opBinary {
+						t.Fatalf("frame fin=%v op=%d: whole binary messages expected", fin, op)
+					}
+					if seq := int(binary.BigEndian.Uint32(p)); seq < next {
+						t.Fatalf("seq %d after %d", seq, next)
+					} else {
+						next = seq + 1
+					}
+				}
+				waitFor(t, time.Minute, "x's session done", func() bool {
+					select {
+					case <-xs.Done():
+						return true
+					default:
+						return false
+					}
+				})
+				if got := counter(t, ts, "wsproxy_close_frames_total", map[string]string{"result": "sent"}); got < 1 {
+					t.Fatalf("wsproxy_close_frames_total{result=sent} = %v", got)
+				}
+			})
+		}
+	}
+}
+
+// TestEvictionWithinOneWriteTimeout: a receiver that reads nothing is evicted
+// about one --write-timeout after its socket stops taking bytes, not two or
+// three, and the parked sender goes on then.
+func TestEvictionWithinOneWriteTimeout(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 3 * time.Second
+	ts := startServer(t, func(o *Options) {
+		o.SendQueueBytes = 64 << 10
+		o.WriteTimeout = writeTimeout
+	})
+	s := dial(t, ts, "s", "g")
+	ss := ts.registry.Member("g", "s")
+	dialFrozen(t, ts, "x", "g")
+	xs := ts.registry.Member("g", "x")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go flood(ctx, s, 16<<10)
+
+	waitFor(t, time.Minute, "sender parked", func() bool { parked, _ := ss.Parks(); return parked })
+	parkedAt := time.Now()
+	waitFor(t, time.Minute, "x evicted", func() bool { code, _, _ := xs.CloseStatus(); return code != 0 })
+	// The socket took its last bytes before the sender parked. The old
+	// code refreshed the deadline whenever a timed-out write had written
+	// anything, so it took at least two timeouts: allow well under that.
+	if took := time.Since(parkedAt); took > 2*writeTimeout-time.Second {
+		t.Fatalf("evicted %v after the sender parked, with --write-timeout %v", took, writeTimeout)
+	}
+	if n := counter(t, ts, "wsproxy_evictions_total", map[string]string{"reason": "write_timeout"}); n != 1 {
+		t.Fatalf("write_timeout evictions = %v", n)
+	}
+}
+
+// TestSlowButSteadyUpload: a message arriving slowly but steadily in one
+// frame is never "stalled" (any payload byte is progress), exactly as when it
+// comes in many small frames.
+func TestSlowButSteadyUpload(t *testing.T) {
+	for _, frame := range []int{64 << 10, 1 << 10} {
+		t.Run(fmt.Sprintf("frames of %d", frame), func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, func(o *Options) {
+				o.BufferBytes = 16 << 10
+				o.MessageIdleTimeout = time.Second
+			})
+			s := dialRaw(t, ts, "s", "g")
+			r := dial(t, ts, "r", "g")
+			msg := make([]byte, 64<<10)
+			for i := range msg {
+				msg[i] = byte(i * 7)
+			}
+			// 16 KiB/s: the ring (2 x 16 KiB) takes 2 s to fill, twice
+			// the idle timeout.
+			go func() {
+				var wire []byte
+				for off := 0; off < len(msg); off += frame {
+					op := byte(opBinary)
+					if off > 0 {
+						op = opCont
+					}
+					wire = append(wire, s.encode(off+frame >= len(msg), op, msg[off:off+frame])...)
+				}
+				for len(wire) > 0 {
+					n := min(512, len(wire))
+					if _, err := s.nc.Write(wire[:n]); err != nil {
+						return
+					}
+					wire = wire[n:]
+					time.Sleep(31 * time.Millisecond)
+				}
+			}()
+			if _, got := readMsg(t, r, time.Minute); !bytes.Equal(got, msg) {
+				t.Fatalf("got %d bytes, want the %d sent", len(got), len(msg))
+			}
+		})
+	}
+}
+
+// TestParkedSenderNotStalled: a streaming sender parked behind a frozen
+// receiver is never closed for the wait, even with --message-idle-timeout
+// shorter than --write-timeout; once the frozen receiver is evicted the
+// message goes on to the others.
+func TestParkedSenderNotStalled(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) {
+		o.BufferBytes = 8 << 10
+		o.MessageIdleTimeout = 300 * time.Millisecond
+		o.WriteTimeout = 2 * time.Second
+	})
+	s := dial(t, ts, "s", "g")
+	r := dial(t, ts, "r", "g")
+	dialFrozen(t, ts, "x", "g")
+	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
+	wrote := make(chan error, 1)
+	go func() { wrote <- s.Write(context.Background(), websocket.MessageBinary, msg) }()
+	if _, got := readMsg(t, r, time.Minute); !bytes.Equal(got, msg) {
+		t.Fatalf("got %d bytes", len(got))
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	writeMsg(t, s, websocket.MessageText, []byte("still here"))
+	if _, got := readMsg(t, r, time.Minute); string(got) != "still here" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+// TestPingInFlightWhenParked: a keepalive ping already sent when the sender
+// parks (its reader cannot read the pong while it waits) is never held
+// against the sender. Several frozen receivers in turn park it several times.
+func TestPingInFlightWhenParked(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) {
+		o.SendQueueBytes = 64 << 10
+		o.WriteTimeout = 2 * time.Second
+		o.PingInterval = 20 * time.Millisecond
+		o.PingTimeout = 300 * time.Millisecond
+	})
+	s := dial(t, ts, "s", "g")
+	ss := ts.registry.Member("g", "s")
+	r := dial(t, ts, "r", "g")
+	results := make(chan []int, 1)
+	go func() { seqs, _ := collect(r, 2*time.Minute); results <- seqs }()
+	s.CloseRead(context.Background()) // the sender's client answers pings
+
+	seq := 0
+	for round := range 5 {
+		x := dialFrozen(t, ts, fmt.Sprintf("x%d", round), "g")
+		xs := ts.registry.Member("g", fmt.Sprintf("x%d", round))
+		for {
+			if code, _, _ := xs.CloseStatus(); code != 0 {
+				break
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			err := s.Write(ctx, websocket.MessageBinary, seqMsg(seq, 16<<10))
+			cancel()
+			if err != nil {
+				t.Fatalf("round %d: sender: %v (closed with %v)", round, err, fmt.Sprint(ss.CloseStatus()))
+			}
+			seq++
+		}
+		x.drop()
+	}
+	if code, reason, _ := ss.CloseStatus(); code != 0 {
+		t.Fatalf("sender closed with %d %q", code, reason)
+	}
+	waitFor(t, time.Minute, "the sender's messages relayed", func() bool { return ss.Stats().MessagesIn == int64(seq) })
+	writeMsg(t, dial(t, ts, "end", "g"), websocket.MessageText, []byte("end"))
+	seqs := <-results
+	if err := contiguous(seqs); err != nil || len(seqs) != seq {
+		t.Fatalf("r got %d of %d: %v", len(seqs), seq, err)
+	}
+}
+
+// TestTrickleCannotHoldGroup: a streamed message that crawls while others
+// wait behind it closes its sender with 1008 "message stalled", and
+// receivers part-way through it get 4002, within a few idle timeouts.
+func TestTrickleCannotHoldGroup(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) {
+		o.BufferBytes = 16 << 10
+		o.MessageIdleTimeout = 500 * time.Millisecond
+		o.WriteTimeout = time.Minute
+	})
+	tr := dialRaw(t, ts, "trickler", "g")
+	b := dial(t, ts, "b", "g")
+	r := dial(t, ts, "r", "g")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		tr.frame(false, opBinary, make([]byte, 20<<10))
+		for range 1200 { // one byte every 50 ms, for at most a minute
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if _, err := tr.nc.Write(tr.encode(false, opCont, []byte{1})); err != nil {
+				return
+			}
+		}
+	}()
+	waitFor(t, time.Minute, "the trickle queued for r", func() bool { return rStarted(ts) })
+	writeMsg(t, b, websocket.MessageText, []byte("waiting behind"))
+	expectClose(t, r, session.StatusSenderAborted, time.Minute)
+	tr.expectClose(1008, time.Minute)
+}
+
+// rStarted reports whether something is queued for r.
+func rStarted(ts *testServer) bool {
+	m := ts.registry.Member("g", "r")
+	return m != nil && m.Pending() > 0
+}
+
+// TestReplacedSenderMessageAbandoned: a message its sender had not finished
+// when it was replaced (4001) is abandoned: nobody gets it, least of all the
+// connection that replaced it with the same id.
+func TestReplacedSenderMessageAbandoned(t *testing.T) {
+	for _, size := range []int{5000, 40 << 10} { // buffered, streamed
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			ts := startServer(t, func(o *Options) { o.BufferBytes = 16 << 10 })
+			old := dialRaw(t, ts, "alice", "g")
+			olds := ts.registry.Member("g", "alice")
+			bob := dial(t, ts, "bob", "g")
+
+			old.frame(false, opBinary, make([]byte, size-1))
+			waitFor(t, time.Minute, "alice's message started", func() bool { in, _ := olds.Activity(); return in })
+			carol := dial(t, ts, "carol", "g") // joins after it started: not a recipient
+			c, _, err := websocket.Dial(context.Background(), ts.url+"?id=alice&groupName=g", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.CloseNow()
+			waitFor(t, time.Minute, "alice replaced", func() bool { return ts.registry.Member("g", "alice") != olds })
+			old.frame(true, opCont, []byte{1}) // the old connection finishes it
+			waitFor(t, time.Minute, "the old reader done", func() bool { in, _ := olds.Activity(); return !in })
+
+			writeMsg(t, carol, websocket.MessageText, []byte("sentinel"))
+			expectSentinel(t, c, "sentinel")
+			if size > 16<<10 {
+				// bob had started the streamed message: it is closed
+				// with 4002, never given a message cut short.
+				expectClose(t, bob, session.StatusSenderAborted, time.Minute)
+			} else {
+				expectSentinel(t, bob, "sentinel")
+			}
+		})
+	}
+}
+
+// TestInvalidCloseReason: a close frame whose reason is not UTF-8 fails the
+// connection with 1007 (RFC 6455 section 8.1; Autobahn 7.5.1), instead of
+// being echoed as a clean close.
+func TestInvalidCloseReason(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	c := dialRaw(t, ts, "c", "g")
+	c.frame(true, opClose, []byte{0x03, 0xe8, 0xff, 0xfe})
+	c.expectClose(1007, time.Minute)
+}
+
+// TestDisconnectEvictsAtOnce: under disconnect, a receiver whose queue is
+// full is evicted at once ("queue_full"), never left to the write timeout,
+// and never skipped silently.
+func TestDisconnectEvictsAtOnce(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) {
+		o.SlowConsumer = Disconnect
+		o.SendQueueBytes = 64 << 10
+		o.WriteTimeout = 10 * time.Minute
+	})
+	s := dial(t, ts, "s", "g")
+	x := dialFrozen(t, ts, "x", "g")
+	xs := ts.registry.Member("g", "x")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go flood(ctx, s, 16<<10)
+	waitFor(t, time.Minute, "x evicted", func() bool { code, _, _ := xs.CloseStatus(); return code != 0 })
+	if n := counter(t, ts, "wsproxy_evictions_total", map[string]string{"reason": "queue_full"}); n != 1 {
+		t.Fatalf("queue_full evictions = %v", n)
+	}
+	x.expectClose(1008, time.Minute)
+}
+
+// TestStreamedTextEndingMidRune: a streamed text message whose last bytes
+// are the start of a character is invalid UTF-8: its sender gets 1007, and
+// receivers part-way through it 4002.
+func TestStreamedTextEndingMidRune(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) { o.BufferBytes = 8 << 10 })
+	s := dialRaw(t, ts, "s", "g")
+	r := dial(t, ts, "r", "g")
+	s.frame(true, opText, append(bytes.Repeat([]byte("a"), 20<<10), 0xe2, 0x82))
+	s.expectClose(1007, time.Minute)
+	expectClose(t, r, session.StatusSenderAborted, time.Minute)
+}
+
+// TestDrainWaitsForUnreadMessages: a message already in a sender's socket
+// when the drain starts, which its reader has not woken up for yet, is still
+// delivered before the 1001: the drain ends only after a whole quiet period.
+// (Not parallel: it sets a package hook.)
+func TestDrainWaitsForUnreadMessages(t *testing.T) {
+	draining := make(chan struct{})
+	// a's reader, back for its next message after its first, dozes off
+	// until the drain has begun (and a little after), as a busy machine's
+	// scheduler may.
+	testHookNextMessage = func(sess *session.Session) {
+		if _, marks := sess.Activity(); sess.ID != "a" || marks < 2 {
+			return
+		}
+		<-draining
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer func() { testHookNextMessage = nil }()
+	ts := startServer(t)
+	a := dial(t, ts, "a", "g")
+	b := dial(t, ts, "b", "g")
+	writeMsg(t, a, websocket.MessageText, []byte("first"))
+	expectSentinel(t, b, "first")
+	writeMsg(t, a, websocket.MessageText, []byte("just before the signal"))
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ts.Shutdown(ctx)
+	}()
+	waitFor(t, time.Minute, "draining", ts.Draining)
+	close(draining)
+	if _, got := readMsg(t, b, time.Minute); string(got) != "just before the signal" {
+		t.Fatalf("got %q", got)
+	}
+	expectClose(t, b, websocket.StatusGoingAway, time.Minute)
+	<-done
+}
