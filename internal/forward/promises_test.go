@@ -19,20 +19,30 @@ import (
 )
 
 // dialFrozen connects a raw client that reads nothing until the test makes
-// it. (Its receive buffer is left as the system makes it: shrunk below two
-// loopback segments of 64 KiB, it would open its window again only when the
-// sender's zero-window probe comes, which can be many seconds later.)
+// it, then calls resume.
 func dialFrozen(t testing.TB, ts *testServer, id, group string) *rawClient {
 	t.Helper()
 	return dialRaw(t, ts, id, group)
 }
 
+// resume is what a frozen client does when it starts reading again: it also
+// sends a ping. On loopback a segment is 64 KiB, and a receiver whose window
+// has been shut a long time may not announce it open again (it waits for
+// room for a whole segment), leaving the proxy to its zero-window probes,
+// which back off to many seconds: any segment from the client announces the
+// window. (Over a network, segments are small and this does not arise.)
+func (c *rawClient) resume() { c.frame(true, opPing, []byte("resume")) }
+
 // counter is the value of a counter of ts's metrics with the given labels.
 func counter(t testing.TB, ts *testServer, name string, labels map[string]string) float64 {
 	t.Helper()
+	return counterOf(ts, name, labels)
+}
+
+func counterOf(ts *testServer, name string, labels map[string]string) float64 {
 	mfs, err := ts.metrics.Registry.Gather()
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	for _, mf := range mfs {
 		if mf.GetName() != name {
@@ -56,6 +66,15 @@ func value(m *dto.Metric) float64 {
 		return c.GetValue()
 	}
 	return m.GetGauge().GetValue()
+}
+
+// metricIn is the number of messages the server has received.
+func (ts *testServer) metricIn() int64 {
+	var n int64
+	for _, typ := range []string{"text", "binary"} {
+		n += int64(counterOf(ts, "wsproxy_messages_in_total", map[string]string{"type": typ}))
+	}
+	return n
 }
 
 // seqMsg is message seq of size bytes: the sequence number, then filler.
@@ -110,6 +129,8 @@ func collectRaw(c *rawClient, timeout time.Duration) ([]int, error) {
 		case opPing:
 			c.frame(true, opPong, p)
 			continue
+		case opPong:
+			continue
 		case opClose:
 			return seqs, fmt.Errorf("after %d messages: closed %v", len(seqs), p)
 		}
@@ -157,7 +178,6 @@ func TestSenderEndsWhileParked(t *testing.T) {
 				ss = ts.registry.Member("g", "s")
 			}
 			r1, r2 := dial(t, ts, "r1", "g"), dial(t, ts, "r2", "g")
-			end := dial(t, ts, "end", "g")
 			x := dialFrozen(t, ts, "x", "g")
 			xs := ts.registry.Member("g", "x")
 
@@ -188,15 +208,21 @@ func TestSenderEndsWhileParked(t *testing.T) {
 				}
 			}()
 
-			// The sender waits for room in x's queue.
-			if how == "api" {
-				// Nothing tells when an API publish waits; this makes
-				// it likely (the test cannot pass wrongly either way).
-				waitFor(t, time.Minute, "x's queue full", func() bool { return xs.QueuedBytes() > 64<<10-size })
-				time.Sleep(100 * time.Millisecond)
-			} else {
-				waitFor(t, time.Minute, "sender parked", func() bool { parked, _ := ss.Parks(); return parked })
-			}
+			// The sender waits for room in x's queue: x's queue is full,
+			// and the sender has been waiting (for x, being last in id
+			// order) for a while, not for a moment on r1 or r2.
+			var lastIn int64 = -1
+			var lastMove time.Time
+			waitFor(t, time.Minute, "sender waiting for x", func() bool {
+				in, waiting := ts.metricIn(), true
+				if ss != nil {
+					waiting, _ = ss.Parks()
+				}
+				if in != lastIn {
+					lastIn, lastMove = in, time.Now()
+				}
+				return waiting && xs.QueuedBytes() > 64<<10-size && time.Since(lastMove) > 100*time.Millisecond
+			})
 			switch how {
 			case "kick":
 				if err := ts.Kick("g", "s"); err != nil {
@@ -215,6 +241,7 @@ func TestSenderEndsWhileParked(t *testing.T) {
 			}
 
 			// x resumes reading, well within --write-timeout.
+			x.resume()
 			go func() { seqs, err := collectRaw(x, time.Minute); results <- result{seqs, err} }()
 			if how != "api" {
 				// A dropped sender's reader still relays what was in
@@ -226,7 +253,7 @@ func TestSenderEndsWhileParked(t *testing.T) {
 				cancel()
 			}
 			n := <-sent
-			writeMsg(t, end, websocket.MessageText, []byte("end"))
+			writeMsg(t, dial(t, ts, "end", "g"), websocket.MessageText, []byte("end"))
 
 			var got [][]int
 			for range 3 {
@@ -280,6 +307,7 @@ func TestEvictedReceiverLearnsWhy(t *testing.T) {
 					t.Fatalf("x closed with %d %q", code, reason)
 				}
 				time.Sleep(delay) // the client pauses this long after its eviction
+				x.resume()
 
 				next := 0
 				deadline := time.Now().Add(time.Minute)
@@ -294,7 +322,7 @@ func TestEvictedReceiverLearnsWhy(t *testing.T) {
 						}
 						break
 					}
-					if op == opPing {
+					if op == opPing || op == opPong {
 						continue
 					}
 					if !fin || op != opBinary {
