@@ -666,3 +666,44 @@ func TestDrainWaitsForUnreadMessages(t *testing.T) {
 	expectClose(t, b, websocket.StatusGoingAway, time.Minute)
 	<-done
 }
+
+// TestSlowReaderSeesItsCloseFrame: a receiver still reading, slowly, what
+// was sent before its close frame (and sending pings meanwhile) is not cut
+// off after the close grace: its next ping would be answered with a reset,
+// which loses the close frame from its receive buffer. It is waited for
+// while it keeps taking bytes.
+func TestSlowReaderSeesItsCloseFrame(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, func(o *Options) { o.CloseGrace = 500 * time.Millisecond })
+	s := dial(t, ts, "s", "g")
+	x := dialFrozen(t, ts, "x", "g")
+	xs := ts.registry.Member("g", "x")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go flood(ctx, s, 16<<10)
+	waitFor(t, time.Minute, "x's socket and queue full", func() bool { return xs.QueuedBytes() > 4<<20 })
+	cancel()
+	if err := ts.Kick("g", "x"); err != nil {
+		t.Fatal(err)
+	}
+	// x reads 16 KiB every 20 ms, under 1 MiB/s: what its socket buffers
+	// hold takes well over the close grace.
+	x.resume()
+	start := time.Now()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		_, op, p, err := x.readFrame(time.Until(deadline))
+		if err != nil {
+			t.Fatalf("after %v: %v, want the close frame 4003", time.Since(start), err)
+		}
+		if op == opClose {
+			if code := binary.BigEndian.Uint16(p); code != 4003 {
+				t.Fatalf("close frame %d", code)
+			}
+			t.Logf("close frame after %v of slow reading", time.Since(start))
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+		x.frame(true, opPing, []byte("still here")) // as a keepalive would
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -195,8 +196,27 @@ func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
 	err := s.readLoop(sess, g)
 	leave()
 	s.classifyEnd(sess, err)
+	if err == nil {
+		// Closing: read on (forwarding nothing) until the client answers
+		// the close frame, or the writer cuts the socket.
+		drain(sess.Conn())
+	}
+	sess.ReaderDone()
 	sess.Wait()
 	s.logEnd(sess)
+}
+
+// drain reads and discards messages until the connection ends.
+func drain(conn *websocket.Conn) {
+	for {
+		_, r, err := conn.Reader(context.Background())
+		if err != nil {
+			return
+		}
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return
+		}
+	}
 }
 
 // track counts a connection in unless the server is draining.

@@ -69,6 +69,7 @@ type Session struct {
 
 	closing    chan struct{} // closed by the first close request
 	writerDone chan struct{} // closed when the writer has exited and the socket is closed
+	readerDone chan struct{} // closed by ReaderDone
 
 	// Owned by the running writer (one at a time: the queue hands over).
 	batch []Item
@@ -111,6 +112,7 @@ func New(conn *websocket.Conn, nc *hijack.Conn, id, group string, cfg Config, lo
 		q:          NewQueue(cfg.QueueBytes),
 		closing:    make(chan struct{}),
 		writerDone: make(chan struct{}),
+		readerDone: make(chan struct{}),
 	}
 	// The method value is made once: `go s.writeLoop()` would allocate a
 	// closure each time the writer starts.
@@ -148,6 +150,11 @@ func (s *Session) Start() {
 
 // Closing is closed once the session has been asked to close.
 func (s *Session) Closing() <-chan struct{} { return s.closing }
+
+// ReaderDone tells the session that its reader has stopped reading: after
+// the peer's close, a failure, or, once the session was closing, having
+// read until the client answered the close frame (see finish). Call it once.
+func (s *Session) ReaderDone() { close(s.readerDone) }
 
 // Done is closed once the writer has exited and the socket is closed.
 func (s *Session) Done() <-chan struct{} { return s.writerDone }
@@ -586,9 +593,51 @@ func (s *Session) finish(err error) {
 		_ = s.conn.CloseNow()
 		return
 	}
-	t := time.AfterFunc(s.cfg.CloseGrace, func() { _ = s.nc.Close() })
+	//
+	// The session's reader reads on (see ReaderDone) until the client's
+	// answer, answering its pings meanwhile; the library, asked to close,
+	// would give up at the first ping. If the reader stopped in the middle
+	// of a message, the library's Close reads the rest.
+	w := &closeWait{s: s, unacked: s.nc.Unacked(), cut: make(chan struct{})}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(s.cfg.CloseGrace, w.check)
+	w.mu.Unlock()
+	select {
+	case <-s.readerDone:
+	case <-w.cut:
+	}
 	_ = s.conn.Close(code, reason)
-	t.Stop()
+	w.mu.Lock()
+	w.timer.Stop()
+	w.mu.Unlock()
+}
+
+// closeWait bounds the wait for a client's answer to the proxy's close frame:
+// CloseGrace, and then, for a client still reading what was sent before the
+// close frame (a slow reader, or one that resumed after an eviction), for as
+// long as it keeps taking bytes, until it takes none for the write timeout.
+// Cutting the socket while the client reads would reset the connection, and
+// the client would lose the close frame, and perhaps data, from its receive
+// buffer. What it waits for is finite: the bytes in the socket.
+type closeWait struct {
+	s   *Session
+	cut chan struct{} // closed when the socket is cut
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	unacked int // the socket's unacknowledged bytes at the previous check
+}
+
+func (w *closeWait) check() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if n := w.s.nc.Unacked(); n > 0 && n < w.unacked {
+		w.unacked = n
+		w.timer.Reset(max(w.s.cfg.WriteTimeout, w.s.cfg.CloseGrace))
+		return
+	}
+	_ = w.s.nc.Close()
+	close(w.cut)
 }
 
 func isTimeout(err error) bool {
