@@ -371,12 +371,16 @@ func TestEvictionWithinOneWriteTimeout(t *testing.T) {
 	waitFor(t, time.Minute, "sender parked", func() bool { parked, _ := ss.Parks(); return parked })
 	parkedAt := time.Now()
 	waitFor(t, time.Minute, "x evicted", func() bool { code, _, _ := xs.CloseStatus(); return code != 0 })
-	// The socket took its last bytes before the sender parked. The old
-	// code refreshed the deadline whenever a timed-out write had written
-	// anything, so it took at least two timeouts: allow well under that.
-	if took := time.Since(parkedAt); took > 2*writeTimeout-time.Second {
+	// The socket took its last bytes about when the sender parked (on a
+	// busy machine the kernel may find a little more room for a while).
+	// The old code refreshed the deadline whenever a timed-out write had
+	// written anything: it took three timeouts here. How soon exactly is
+	// measured where it is cheap to, in hijack's tests.
+	took := time.Since(parkedAt)
+	if took > 5*writeTimeout/2 {
 		t.Fatalf("evicted %v after the sender parked, with --write-timeout %v", took, writeTimeout)
 	}
+	t.Logf("evicted %v after the sender parked, with --write-timeout %v", took, writeTimeout)
 	if n := counter(t, ts, "wsproxy_evictions_total", map[string]string{"reason": "write_timeout"}); n != 1 {
 		t.Fatalf("write_timeout evictions = %v", n)
 	}
