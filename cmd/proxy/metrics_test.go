@@ -197,7 +197,9 @@ func TestMetricsAfterTraffic(t *testing.T) {
 // and that is counted.
 func TestMetricsEviction(t *testing.T) {
 	t.Parallel()
-	p := startProc(t, "--slow-consumer", "disconnect", "--send-queue-bytes", "64KiB")
+	// An evicted receiver is given --write-timeout to take its close frame:
+	// this one never reads, so it is cut off after that.
+	p := startProc(t, "--slow-consumer", "disconnect", "--send-queue-bytes", "64KiB", "--write-timeout", "1s")
 	sender := dial(t, p.addr(), "sender", "g")
 	dial(t, p.addr(), "stuck", "g") // never reads
 	waitFor(t, 10*time.Second, "2 connections", func() bool { return value(scrape(t, p), "wsproxy_connections", "") == 2 })
