@@ -259,6 +259,7 @@ func TestHandshakeRejected(t *testing.T) {
 		{"DELETE", http.MethodDelete, nil, http.StatusMethodNotAllowed, []string{"GET"}},
 		{"PUT plain", http.MethodPut, map[string]string{"Connection": "", "Upgrade": ""}, http.StatusMethodNotAllowed, []string{"GET"}},
 		{"version 8", http.MethodGet, map[string]string{"Sec-WebSocket-Version": "8"}, http.StatusBadRequest, []string{"Sec-WebSocket-Version"}},
+		{"no version", http.MethodGet, map[string]string{"Sec-WebSocket-Version": ""}, http.StatusBadRequest, []string{"Sec-WebSocket-Version"}},
 		{"no key", http.MethodGet, map[string]string{"Sec-WebSocket-Key": ""}, http.StatusBadRequest, []string{"Sec-WebSocket-Key"}},
 		{"key not base64", http.MethodGet, map[string]string{"Sec-WebSocket-Key": "zq9Marker!!"}, http.StatusBadRequest, []string{"Sec-WebSocket-Key"}},
 		{"key of 15 bytes", http.MethodGet, map[string]string{"Sec-WebSocket-Key": "AAAAAAAAAAAAAAAAAAAA"}, http.StatusBadRequest, []string{"Sec-WebSocket-Key"}},
@@ -270,6 +271,12 @@ func TestHandshakeRejected(t *testing.T) {
 			checkRejected(t, resp, body, tt.status, tt.mentions, "zq9Marker")
 			if tt.status == http.StatusMethodNotAllowed && resp.Header.Get("Allow") != http.MethodGet {
 				t.Errorf("Allow: %q, want GET", resp.Header.Get("Allow"))
+			}
+			// RFC 6455 4.4: a refused version is answered with the one we speak.
+			if strings.HasPrefix(tt.name, "version") || tt.name == "no version" {
+				if v := resp.Header.Get("Sec-WebSocket-Version"); v != "13" {
+					t.Errorf("Sec-WebSocket-Version: %q, want 13", v)
+				}
 			}
 		})
 	}
