@@ -403,8 +403,8 @@ func TestSlowButSteadyUpload(t *testing.T) {
 			for i := range msg {
 				msg[i] = byte(i * 7)
 			}
-			// 16 KiB/s: the ring (2 x 16 KiB) takes 2 s to fill, twice
-			// the idle timeout.
+			// 8 KiB/s: the ring (2 x 16 KiB) takes 4 s to fill, four
+			// times the idle timeout.
 			go func() {
 				var wire []byte
 				for off := 0; off < len(msg); off += frame {
@@ -420,7 +420,7 @@ func TestSlowButSteadyUpload(t *testing.T) {
 						return
 					}
 					wire = wire[n:]
-					time.Sleep(31 * time.Millisecond)
+					time.Sleep(62 * time.Millisecond)
 				}
 			}()
 			if _, got := readMsg(t, r, time.Minute); !bytes.Equal(got, msg) {
