@@ -554,13 +554,20 @@ func TestReplacedSenderMessageAbandoned(t *testing.T) {
 	for _, size := range []int{5000, 40 << 10} { // buffered, streamed
 		t.Run(fmt.Sprint(size), func(t *testing.T) {
 			t.Parallel()
+			streamed := size > 16<<10
 			ts := startServer(t, func(o *Options) { o.BufferBytes = 16 << 10 })
 			old := dialRaw(t, ts, "alice", "g")
 			olds := ts.registry.Member("g", "alice")
-			bob := dial(t, ts, "bob", "g")
+			bob := dialRaw(t, ts, "bob", "g")
 
 			old.frame(false, opBinary, make([]byte, size-1))
 			waitFor(t, time.Minute, "alice's message started", func() bool { in, _ := olds.Activity(); return in })
+			if streamed {
+				// bob is part-way through it.
+				if fin, op, _, err := bob.readFrame(time.Minute); err != nil || fin || op != opBinary {
+					t.Fatalf("bob's first frame: fin=%v op=%d %v", fin, op, err)
+				}
+			}
 			carol := dial(t, ts, "carol", "g") // joins after it started: not a recipient
 			c, _, err := websocket.Dial(context.Background(), ts.url+"?id=alice&groupName=g", nil)
 			if err != nil {
@@ -573,12 +580,14 @@ func TestReplacedSenderMessageAbandoned(t *testing.T) {
 
 			writeMsg(t, carol, websocket.MessageText, []byte("sentinel"))
 			expectSentinel(t, c, "sentinel")
-			if size > 16<<10 {
+			if streamed {
 				// bob had started the streamed message: it is closed
 				// with 4002, never given a message cut short.
-				expectClose(t, bob, session.StatusSenderAborted, time.Minute)
-			} else {
-				expectSentinel(t, bob, "sentinel")
+				bob.expectClose(int(session.StatusSenderAborted), time.Minute)
+				return
+			}
+			if fin, op, p, err := bob.readFrame(time.Minute); err != nil || !fin || op != opText || string(p) != "sentinel" {
+				t.Fatalf("bob got fin=%v op=%d %d bytes (%v), want the sentinel first", fin, op, len(p), err)
 			}
 		})
 	}
@@ -647,7 +656,7 @@ func TestDrainWaitsForUnreadMessages(t *testing.T) {
 		<-draining
 		time.Sleep(10 * time.Millisecond)
 	}
-	defer func() { testHookNextMessage = nil }()
+	t.Cleanup(func() { testHookNextMessage = nil }) // after the server's cleanup
 	ts := startServer(t)
 	a := dial(t, ts, "a", "g")
 	b := dial(t, ts, "b", "g")
