@@ -206,7 +206,9 @@ func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
 	s.logEnd(sess)
 }
 
-// drain reads and discards messages until the connection ends.
+// drain reads and discards messages until the connection ends. It must
+// start between messages: the library's Reader would take the middle of one
+// for a frame header.
 func drain(conn *websocket.Conn) {
 	for {
 		_, r, err := conn.Reader(context.Background())
@@ -257,7 +259,11 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 		to.members = g.Members()
 		select {
 		case <-sess.Closing():
-			return nil // replaced, kicked or evicted: forward nothing more
+			// Replaced, kicked or evicted: forward nothing more. The
+			// rest of this message is read and dropped, so that serve
+			// can read on from a frame boundary.
+			_, _ = io.Copy(io.Discard, r)
+			return nil
 		default:
 		}
 		sess.BeginMessage()
@@ -271,6 +277,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 		}
 		sess.EndMessage()
 		if errors.Is(err, errAbandoned) {
+			_, _ = io.Copy(io.Discard, r) // as above
 			return nil
 		}
 		if err != nil {
