@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/mattn/go-isatty"
@@ -41,6 +42,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer stop()
 	}
 
+	if cfg.MemoryLimit > 0 {
+		debug.SetMemoryLimit(cfg.MemoryLimit)
+	}
 	m := metrics.New()
 	fwd := forward.NewServer(cfg.Forward, log, m)
 	srv := &http.Server{
@@ -69,6 +73,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Stringer("shutdown_timeout", cfg.ShutdownTimeout).
 		Strs("allowed_origins", f.AllowedOrigins).
 		Bool("admin_token", cfg.AdminToken != "").
+		Str("memory_limit", config.FormatSize(cfg.MemoryLimit)).
+		Str("memory_budget", config.FormatSize(f.MemoryBudget)).
+		Int("max_groups", f.MaxGroups).
+		Int("max_members_per_group", f.MaxMembersPerGroup).
+		Float64("message_rate", f.MessageRate).
+		Float64("byte_rate", f.ByteRate).
 		Msg("proxy listening")
 
 	serveErr := make(chan error, 1)

@@ -22,7 +22,10 @@ type Config struct {
 	LogFormat       string // "json", "console", or "" for: console on a terminal
 	ShutdownTimeout time.Duration
 	AdminToken      string
-	Forward         forward.Options
+	// MemoryLimit is --memory-limit: Go's soft memory limit, half of which
+	// is the budget for messages (Forward.MemoryBudget). 0: no limit.
+	MemoryLimit int64
+	Forward     forward.Options
 }
 
 // ErrHelp is returned when --help was asked for; the usage has been printed.
@@ -76,6 +79,19 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated host patterns of browser origins allowed besides the proxy's own host (path.Match syntax, e.g. *.example.com)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, /api/* requires 'Authorization: Bearer <token>'")
 
+	// Limits (SPEC section 10) and the memory budget.
+	memLimit := autoSize(-1)
+	byteRate, byteBurst := size(0), size(0)
+	var rateAction string
+	fs.IntVar(&f.MaxGroups, "max-groups", 0, "most groups at once; a member that would create one more is closed with 1013 (0: no limit)")
+	fs.IntVar(&f.MaxMembersPerGroup, "max-members-per-group", 0, "most members of one group; one more is closed with 1013 (0: no limit)")
+	fs.Float64Var(&f.MessageRate, "message-rate", 0, "messages per second one connection may send (0: no limit)")
+	fs.IntVar(&f.MessageBurst, "message-burst", 0, "messages a connection may send at once above --message-rate (default: one second's worth)")
+	fs.Var(&byteRate, "byte-rate", "bytes per second one connection may send (0: no limit)")
+	fs.Var(&byteBurst, "byte-burst", "bytes a connection may send at once above --byte-rate (default: one second's worth, at least 64KiB)")
+	fs.StringVar(&rateAction, "rate-limit-action", "throttle", "over a rate: throttle (stop reading for a while) or close (1008 rate limited)")
+	fs.Var(&memLimit, "memory-limit", "the process's memory limit: Go's soft limit, and half of it bounds what messages hold (0: none) (default: half of the machine's or container's memory)")
+
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -112,6 +128,19 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	f.BufferBytes = int(bufBytes)
 	f.SendQueueBytes = int64(queueBytes)
 	f.CloseGrace = 2 * time.Second
+	switch rateAction {
+	case "throttle":
+	case "close":
+		f.RateLimitClose = true
+	default:
+		return nil, errors.New("rate-limit-action must be throttle or close")
+	}
+	f.ByteRate, f.ByteBurst = float64(byteRate), int(min(int64(byteBurst), 1<<30))
+	c.MemoryLimit = int64(memLimit)
+	if memLimit < 0 {
+		c.MemoryLimit = DefaultMemoryLimit()
+	}
+	f.MemoryBudget = c.MemoryLimit / 2
 	switch c.LogFormat {
 	case "", "json", "console":
 	default:
@@ -139,6 +168,14 @@ func (c *Config) validate() error {
 		return errors.New("shutdown-timeout must not be negative")
 	case f.PingInterval > 0 && f.PingTimeout <= 0:
 		return errors.New("ping-timeout must be positive when pings are on")
+	case f.MaxGroups < 0:
+		return errors.New("max-groups must not be negative")
+	case f.MaxMembersPerGroup < 0:
+		return errors.New("max-members-per-group must not be negative")
+	case f.MessageRate < 0 || f.MessageBurst < 0:
+		return errors.New("message-rate and message-burst must not be negative")
+	case c.MemoryLimit > 0 && f.MemoryBudget < 4*int64(f.BufferBytes):
+		return errors.New("memory-limit must be at least 8 times buffer-bytes (half of it holds messages; a streamed one takes 3 times buffer-bytes)")
 	}
 	return nil
 }

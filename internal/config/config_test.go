@@ -139,7 +139,9 @@ func TestDefaults(t *testing.T) {
 		LogLevel:        "info",
 		LogFormat:       "",
 		ShutdownTimeout: 10 * time.Second,
+		MemoryLimit:     config.DefaultMemoryLimit(),
 		Forward: forward.Options{
+			MemoryBudget:       config.DefaultMemoryLimit() / 2,
 			MaxMessageBytes:    0,
 			BufferBytes:        1 << 20,
 			MessageIdleTimeout: 30 * time.Second,
@@ -175,6 +177,15 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		"shutdown-timeout":     "1m",
 		"allowed-origins":      "*.example.com, https://app.example.org",
 		"admin-token":          "s3cret",
+		// SPEC section 10.
+		"max-groups":            "100",
+		"max-members-per-group": "10",
+		"message-rate":          "2.5",
+		"message-burst":         "4",
+		"byte-rate":             "1MiB",
+		"byte-burst":            "2MiB",
+		"rate-limit-action":     "close",
+		"memory-limit":          "512MiB",
 	}
 	vars := map[string]string{}
 	var args []string
@@ -193,7 +204,16 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		LogFormat:       "console",
 		ShutdownTimeout: time.Minute,
 		AdminToken:      "s3cret",
+		MemoryLimit:     512 << 20,
 		Forward: forward.Options{
+			MaxGroups:          100,
+			MaxMembersPerGroup: 10,
+			MessageRate:        2.5,
+			MessageBurst:       4,
+			ByteRate:           1 << 20,
+			ByteBurst:          2 << 20,
+			RateLimitClose:     true,
+			MemoryBudget:       256 << 20,
 			MaxMessageBytes:    64 << 20,
 			BufferBytes:        256 << 10,
 			MessageIdleTimeout: 7 * time.Second,
@@ -287,6 +307,13 @@ func TestInvalid(t *testing.T) {
 		{"negative shutdown timeout", []string{"--shutdown-timeout=-1s"}, nil, []string{"shutdown-timeout", "negative"}},
 		{"zero ping timeout", []string{"--ping-timeout=0"}, nil, []string{"ping-timeout"}},
 		{"negative ping timeout env", nil, map[string]string{"PROXY_PING_TIMEOUT": "-1s"}, []string{"ping-timeout"}},
+		{"negative max groups", []string{"--max-groups=-1"}, nil, []string{"max-groups", "negative"}},
+		{"negative max members", []string{"--max-members-per-group=-1"}, nil, []string{"max-members-per-group", "negative"}},
+		{"negative message rate", []string{"--message-rate=-1"}, nil, []string{"message-rate", "negative"}},
+		{"bad byte rate", []string{"--byte-rate=fast"}, nil, []string{"byte-rate", "invalid size"}},
+		{"bad rate action", []string{"--rate-limit-action=drop"}, nil, []string{"rate-limit-action", "throttle or close"}},
+		{"memory limit too small", []string{"--memory-limit=4MiB"}, nil, []string{"memory-limit", "buffer-bytes"}},
+		{"bad memory limit env", nil, map[string]string{"PROXY_MEMORY_LIMIT": "much"}, []string{"PROXY_MEMORY_LIMIT", "invalid size"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -306,6 +333,20 @@ func TestInvalid(t *testing.T) {
 
 // TestPingsOffAllowsZeroTimeout: with keepalive off, the ping timeout is
 // irrelevant and may be 0.
+func TestMemoryLimit(t *testing.T) {
+	t.Parallel()
+	if c := parse(t, []string{"--memory-limit=0"}, nil); c.MemoryLimit != 0 || c.Forward.MemoryBudget != 0 {
+		t.Errorf("--memory-limit=0: limit %d, budget %d; want none", c.MemoryLimit, c.Forward.MemoryBudget)
+	}
+	if c := parse(t, []string{"--memory-limit=auto"}, nil); c.MemoryLimit != config.DefaultMemoryLimit() {
+		t.Errorf("--memory-limit=auto: %d, want the default %d", c.MemoryLimit, config.DefaultMemoryLimit())
+	}
+	// The default is half of what this machine (or container) has.
+	if d := config.DefaultMemoryLimit(); d < 32<<20 || d > 1<<50 {
+		t.Errorf("DefaultMemoryLimit() = %d", d)
+	}
+}
+
 func TestPingsOffAllowsZeroTimeout(t *testing.T) {
 	t.Parallel()
 	c := parse(t, []string{"--ping-interval=0", "--ping-timeout=0"}, nil)

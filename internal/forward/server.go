@@ -73,6 +73,18 @@ type Options struct {
 	AllowedOrigins     []string
 	// CloseGrace bounds the wait for a client's answer to our close frame.
 	CloseGrace time.Duration
+
+	// Limits (SPEC section 10; docs/protocol.md "Limits"). 0 is no limit.
+	MaxGroups          int
+	MaxMembersPerGroup int
+	MessageRate        float64 // messages per second a connection may send
+	MessageBurst       int
+	ByteRate           float64 // bytes per second a connection may send
+	ByteBurst          int
+	RateLimitClose     bool // over a rate: close 1008 instead of throttling
+	// MemoryBudget bounds the memory messages pin, process-wide (see
+	// memory.go).
+	MemoryBudget int64
 }
 
 // Server is the /ws handler and the owner of every session.
@@ -83,6 +95,8 @@ type Server struct {
 	metrics  *metrics.Metrics
 	registry *group.Registry
 	rings    *message.RingPool
+	budget   *message.Budget // nil: no memory limit
+	limits   group.Limits
 
 	// draining is set once, under mu; handlers counts connections that
 	// passed the draining check under mu, so Shutdown can wait for all.
@@ -91,6 +105,7 @@ type Server struct {
 	handlers sync.WaitGroup
 
 	closingAll atomic.Bool // set before Shutdown closes every session
+	reclaiming atomic.Bool // a reclaim loop runs (memory.go)
 }
 
 // NewServer returns a server. It registers its gauges on m.
@@ -100,12 +115,24 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 		log:      log,
 		metrics:  m,
 		registry: group.NewRegistry(),
-		// A stream's ring holds two thresholds' worth: the buffered head plus
-		// as much again in flight.
-		rings: message.NewRingPool(2 * opts.BufferBytes),
+		limits:   group.Limits{MaxGroups: opts.MaxGroups, MaxMembers: opts.MaxMembersPerGroup},
 	}
+	s.budget = message.NewBudget(opts.MemoryBudget, s.reclaim)
+	// A stream's ring holds two thresholds' worth: the buffered head plus
+	// as much again in flight.
+	s.rings = message.NewRingPool(2*opts.BufferBytes, s.budget)
 	m.GaugeFunc("wsproxy_groups", "Groups with at least one member.", func() float64 {
 		return float64(s.registry.Count())
+	})
+	m.GaugeFunc("wsproxy_memory_budget_bytes", "The memory budget for messages (--memory-limit); 0: none.", func() float64 {
+		return float64(s.budget.Limit())
+	})
+	m.GaugeFunc("wsproxy_memory_used_bytes", "Memory messages pin now, counted against the budget.", func() float64 {
+		return float64(s.budget.Used())
+	})
+	m.GaugeFunc("wsproxy_memory_waiting", "Readers waiting for the memory budget.", func() float64 {
+		n, _ := s.budget.Waiting()
+		return float64(n)
 	})
 	m.GaugeFunc("wsproxy_queued_bytes", "Bytes queued for receivers or being written to them.", func() float64 {
 		var n int64
@@ -171,7 +198,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		PingTimeout:  s.opts.PingTimeout,
 		CloseGrace:   s.opts.CloseGrace,
 	}, s.log, s.metrics)
-	g, replaced, leave := s.registry.Join(sess)
+	g, replaced, leave, err := s.registry.JoinLimited(sess, s.limits)
+	if err != nil {
+		s.refuseMember(sess, err)
+		return
+	}
 	if replaced != nil {
 		replaced.Close(session.StatusReplaced, "replaced")
 	}
@@ -187,6 +218,28 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
 	go s.serve(sess, g, leave)
+}
+
+// refuseMember closes a session the registry refused (SPEC section 10:
+// 1013 right after the upgrade, which a browser can see, unlike a refused
+// handshake).
+func (s *Server) refuseMember(sess *session.Session, err error) {
+	reason, label := "group full", "group_full"
+	if errors.Is(err, group.ErrTooManyGroups) {
+		reason, label = "too many groups", "too_many_groups"
+	}
+	s.metrics.Rejected(label)
+	sess.Start()
+	sess.Close(websocket.StatusTryAgainLater, reason)
+	go func() {
+		defer s.handlers.Done()
+		drain(sess.Conn())
+		sess.ReaderDone()
+		sess.Wait()
+		if s.log.Debug().Enabled() {
+			sess.Log().Debug().Str("remote", sess.Remote).Str("close_reason", reason).Msg("refused after the upgrade")
+		}
+	}()
 }
 
 // serve reads from sess until the connection ends, then waits for its writer
@@ -246,6 +299,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 		src.watch = newStallWatch(sess, s.opts.MessageIdleTimeout, s.opts.BufferBytes)
 		defer src.watch.close()
 	}
+	src.rate = s.newRateLimit(from)
 	to := recipients{groups: []*group.Group{g}}
 	for {
 		if testHookNextMessage != nil {
@@ -271,11 +325,20 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 			src.watch.start()
 		}
 		src.r, src.typ, src.read = r, typ, 0
-		_, err = s.relay(src, from, to)
+		if src.rate != nil {
+			err = src.rate.message()
+		}
+		if err == nil {
+			_, err = s.relay(src, from, to)
+		}
 		if src.watch != nil {
 			src.watch.stop()
 		}
 		sess.EndMessage()
+		if errors.Is(err, errRateLimited) {
+			sess.Close(websocket.StatusPolicyViolation, "rate limited")
+			err = errAbandoned
+		}
 		if errors.Is(err, errAbandoned) {
 			_, _ = io.Copy(io.Discard, r) // as above
 			return nil
