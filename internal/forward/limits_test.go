@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wsproxy/wsproxy/internal/session"
 )
 
 // expectCloseReason reads until c ends and asserts the close code and reason.
@@ -382,4 +384,60 @@ func TestMemoryBudgetUnfinishedMessages(t *testing.T) {
 		metricValue(t, ts, "wsproxy_evictions_total", "reason=memory_unfinished"))
 	budgetCheck(t, ts, heap())
 	cancel()
+}
+
+// fillQueue sends 64 KiB messages from s until member id of group has at
+// least n bytes queued (its client reads nothing; the proxy relays as fast
+// as s writes, so it overshoots by a message or two).
+func fillQueue(t *testing.T, ts *testServer, s *websocket.Conn, group, id string, n int64) *session.Session {
+	t.Helper()
+	m := ts.Registry().Member(group, id)
+	for i := 0; m.QueuedBytes() < n; i++ {
+		if i > 10000 {
+			t.Fatalf("%s/%s: %d bytes queued after %d messages", group, id, m.QueuedBytes(), i)
+		}
+		writeMsg(t, s, websocket.MessageBinary, seqMsg(i, 64<<10))
+	}
+	return m
+}
+
+func closing(m *session.Session) bool {
+	select {
+	case <-m.Closing():
+		return true
+	default:
+		return false
+	}
+}
+
+// TestMemoryVictimIsTheSlowest: of the receivers holding memory, the one
+// closed is the largest holder among those that would take more than a
+// window to drain at their pace: a receiver that keeps up is spared however
+// much it has queued.
+func TestMemoryVictimIsTheSlowest(t *testing.T) {
+	ts := startServer(t, func(o *Options) {
+		o.MemoryBudget = 256 << 20
+		o.WriteTimeout = time.Minute
+	})
+	dialFrozen(t, ts, "big", "g1")
+	dialFrozen(t, ts, "small", "g2")
+	big := fillQueue(t, ts, dial(t, ts, "s", "g1"), "g1", "big", 2<<20)
+	small := fillQueue(t, ts, dial(t, ts, "s", "g2"), "g2", "small", 512<<10)
+
+	// big drains at 100 MiB/s: it would be done in a few tens of ms.
+	ts.evictForMemory(map[*session.Session]*progress{
+		big:   {rated: true, outRate: 100 << 20},
+		small: {rated: true, outRate: 0},
+	})
+	if closing(big) || !closing(small) {
+		t.Fatalf("closed: big %v, small %v; want small alone", closing(big), closing(small))
+	}
+	// Now big makes no progress either: it is the one.
+	ts.evictForMemory(map[*session.Session]*progress{big: {rated: true, outRate: 0}})
+	if !closing(big) {
+		t.Fatal("big not closed")
+	}
+	if n := metricValue(t, ts, "wsproxy_evictions_total", "reason=memory"); n != 2 {
+		t.Errorf("evictions{memory} = %v, want 2", n)
+	}
 }
