@@ -60,6 +60,13 @@ bench: ## wsproxy side by side with NATS and no-relay baselines, every workload 
 bench-quick: ## smaller, shorter versions of the same workloads (under a minute)
 	$(GO) run ./cmd/proxybench -quick
 
+# Every limit on, set high enough never to refuse anything, against none.
+LIMITS_ON ?= --max-groups=100000 --max-members-per-group=100000 --message-rate=1000000 --byte-rate=10GiB --memory-limit=4GiB
+.PHONY: bench-limits
+bench-limits: ## fan-out with every limit on next to every limit off (quick workloads)
+	$(GO) run ./cmd/proxybench -quick -only fanout -proxy-only -proxy-args "--memory-limit=0"
+	$(GO) run ./cmd/proxybench -quick -only fanout -proxy-only -proxy-args "$(LIMITS_ON)"
+
 .PHONY: soak
 soak: ## churn hostile clients through the proxy for 15 min, checking every message, close code and resource (SOAK_FLAGS='-duration 30s' for a short run)
 	$(GO) run ./cmd/proxysoak -duration 15m $(SOAK_FLAGS)

@@ -97,10 +97,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated workloads to run: "+strings.Join(allWorkloads, ","))
 	keepLogs := fs.Bool("keep-logs", false, "keep the servers' logs (their directory is printed)")
 	pprofDir := fs.String("pprof", "", "directory for CPU profiles of the proxy during the fan-out and latency runs (turns on its WSPROXY_PPROF_ADDR listener)")
+	proxyArgs := fs.String("proxy-args", "", "extra flags for every wsproxy the benchmark starts, space-separated (e.g. to turn limits on)")
 	proxyOnly := fs.Bool("proxy-only", false, "run wsproxy alone: no NATS and no baselines except where a target needs one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	proxyExtra = strings.Fields(*proxyArgs)
 	p := fullParams()
 	if *quick {
 		p = quickParams()
