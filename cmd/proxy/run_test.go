@@ -524,6 +524,12 @@ func TestRunHelp(t *testing.T) {
 		"shutdown-timeout":     `(default "10s")`,
 		"allowed-origins":      "(default: none)",
 		"admin-token":          "(default: none)",
+		// SPEC section 10: connection admission.
+		"max-connections":        "(default: derived from the descriptor limit",
+		"max-connections-per-ip": `(0: no limit) (default "0")`,
+		"connect-rate-per-ip":    `(0: no limit) (default "0")`,
+		"connect-burst-per-ip":   `(default "0")`,
+		"trusted-proxies":        "(default: none",
 	} {
 		head := fmt.Sprintf("--%s [%s]\n", flag, config.EnvName(flag))
 		i := strings.Index(got, head)
@@ -536,8 +542,8 @@ func TestRunHelp(t *testing.T) {
 			t.Errorf("--%s: usage %q lacks its default %s", flag, usage, def)
 		}
 	}
-	if n := strings.Count(got, "\n  --"); n != 14 {
-		t.Errorf("--help lists %d flags, want the 14 of SPEC section 7", n)
+	if n := strings.Count(got, "\n  --"); n != 19 {
+		t.Errorf("--help lists %d flags, want the 14 of SPEC section 7 and 5 of section 10", n)
 	}
 }
 

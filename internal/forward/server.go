@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/wsproxy/wsproxy/internal/group"
 	"github.com/wsproxy/wsproxy/internal/hijack"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
+	"github.com/wsproxy/wsproxy/internal/limits"
 	"github.com/wsproxy/wsproxy/internal/message"
 	"github.com/wsproxy/wsproxy/internal/metrics"
 	"github.com/wsproxy/wsproxy/internal/session"
@@ -73,6 +75,8 @@ type Options struct {
 	AllowedOrigins     []string
 	// CloseGrace bounds the wait for a client's answer to our close frame.
 	CloseGrace time.Duration
+	// Admission limits connections before the upgrade (SPEC section 10).
+	Admission limits.AdmitOptions
 }
 
 // Server is the /ws handler and the owner of every session.
@@ -83,6 +87,8 @@ type Server struct {
 	metrics  *metrics.Metrics
 	registry *group.Registry
 	rings    *message.RingPool
+	admit    *limits.Admission  // nil: every admission limit off
+	refusals *limits.LogLimiter // refusals are logged at a bounded rate
 
 	// draining is set once, under mu; handlers counts connections that
 	// passed the draining check under mu, so Shutdown can wait for all.
@@ -102,7 +108,14 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 		registry: group.NewRegistry(),
 		// A stream's ring holds two thresholds' worth: the buffered head plus
 		// as much again in flight.
-		rings: message.NewRingPool(2 * opts.BufferBytes),
+		rings:    message.NewRingPool(2 * opts.BufferBytes),
+		admit:    limits.NewAdmission(opts.Admission),
+		refusals: limits.NewLogLimiter(time.Second),
+	}
+	if s.admit != nil {
+		m.GaugeFunc("wsproxy_admitted_connections", "Connections holding an admission slot (--max-connections): open ones and handshakes in progress.", func() float64 {
+			return float64(s.admit.Open())
+		})
 	}
 	m.GaugeFunc("wsproxy_groups", "Groups with at least one member.", func() float64 {
 		return float64(s.registry.Count())
@@ -129,6 +142,20 @@ func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
 	httpjson.Error(w, rej.status, rej.msg)
 }
 
+// refuse answers a connection the admission limits refused: the status, a
+// Retry-After header and a JSON body; counted by reason, and logged at most
+// once a second per reason (a flood must not become a log flood).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, ref *limits.Refusal) {
+	s.metrics.Rejected(ref.Reason)
+	w.Header().Set("Retry-After", strconv.Itoa(ref.RetryAfterSeconds()))
+	httpjson.Error(w, ref.Status, ref.Msg)
+	if ok, suppressed := s.refusals.Allow(ref.Reason); ok {
+		s.log.Warn().Str("reason", ref.Reason).Int("status", ref.Status).
+			Stringer("client", limits.ClientIP(r, s.opts.Admission.TrustedProxies)).
+			Int("suppressed", suppressed).Msg("connection refused")
+	}
+}
+
 // ServeHTTP serves /ws.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
@@ -147,7 +174,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, rej)
 		return
 	}
+	ticket, refusal := s.admit.Admit(r)
+	if refusal != nil {
+		s.refuse(w, r, refusal)
+		return
+	}
 	if !s.track() {
+		ticket.Release()
 		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
 		return
 	}
@@ -155,6 +188,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
 	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
+		ticket.Release()
 		s.handlers.Done()
 		s.metrics.Rejected("accept")
 		s.log.Debug().Err(err).Msg("websocket accept failed")
@@ -186,13 +220,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The connection is hijacked: net/http is done with it. Its goroutine,
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
-	go s.serve(sess, g, leave)
+	go s.serve(sess, g, leave, ticket)
 }
 
 // serve reads from sess until the connection ends, then waits for its writer
-// and logs the end. Shutdown waits for it (it was counted by track).
-func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
+// and logs the end, and gives back its admission ticket. Shutdown waits for
+// it (it was counted by track).
+func (s *Server) serve(sess *session.Session, g *group.Group, leave func(), ticket *limits.Ticket) {
 	defer s.handlers.Done()
+	defer ticket.Release()
 	err := s.readLoop(sess, g)
 	leave()
 	s.classifyEnd(sess, err)

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
@@ -95,7 +96,7 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 		if strings.Contains(e, "/") {
 			p, err := netip.ParsePrefix(e)
 			if err != nil {
-				return nil, errors.New("want CIDRs (10.0.0.0/8) or addresses, comma-separated")
+				return nil, fmt.Errorf("%q is not a CIDR (10.0.0.0/8) or an address", e)
 			}
 			if p.Addr().Is4In6() && p.Bits() >= 96 {
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
@@ -105,7 +106,7 @@ func ParsePrefixes(s string) ([]netip.Prefix, error) {
 		}
 		ip, err := netip.ParseAddr(e)
 		if err != nil || ip.Zone() != "" {
-			return nil, errors.New("want CIDRs (10.0.0.0/8) or addresses, comma-separated")
+			return nil, fmt.Errorf("%q is not a CIDR (10.0.0.0/8) or an address", e)
 		}
 		ip = ip.Unmap()
 		out = append(out, netip.PrefixFrom(ip, ip.BitLen()))

@@ -283,6 +283,8 @@ var (
 	rejectReasons = []string{
 		"missing_id", "repeated_id", "bad_id", "missing_groupname", "repeated_groupname", "bad_group",
 		"bad_query", "origin", "bad_origin", "not_upgrade", "bad_version", "bad_key", "method", "draining", "accept",
+		// Connection admission (internal/limits.Reasons).
+		"max_connections", "ip_connections", "ip_rate", "ip_table_full",
 	}
 	evictReasons = []string{"queue_full", "write_timeout"}
 )
