@@ -287,3 +287,26 @@ func TestLogLimiter(t *testing.T) {
 		t.Fatalf("after the interval: %v, suppressed %d, want true 5", ok, n)
 	}
 }
+
+// BenchmarkAdmit is one admission and its release with every limit on, from
+// 1000 addresses, on every core at once (one mutex for all).
+func BenchmarkAdmit(b *testing.B) {
+	a := NewAdmission(AdmitOptions{MaxConnections: 1 << 20, MaxConnectionsPerIP: 1 << 10, ConnectRatePerIP: 1e9,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	reqs := make([]*http.Request, 1000)
+	for i := range reqs {
+		reqs[i] = req(fmt.Sprintf("192.0.%d.%d:1", i/256, i%256))
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			tk, ref := a.Admit(reqs[i%len(reqs)])
+			if ref != nil {
+				b.Fatal(ref.Reason)
+			}
+			tk.Release()
+			i++
+		}
+	})
+}

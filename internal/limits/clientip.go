@@ -3,7 +3,6 @@ package limits
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -58,21 +57,20 @@ func ClientIP(r *http.Request, trusted []netip.Prefix) netip.Addr {
 // "1.2.3.4:80", "::1", "[::1]", "[::1]:80"), unmapping IPv4-in-IPv6 and
 // dropping any zone.
 func ParseAddr(s string) (netip.Addr, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr().Unmap().WithZone(""), nil
+	}
 	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
 		s = s[1 : len(s)-1]
 	}
 	ip, err := netip.ParseAddr(s)
 	if err != nil {
-		host, _, serr := net.SplitHostPort(s)
-		if serr != nil {
-			return netip.Addr{}, errors.New("not an IP address")
-		}
-		if ip, err = netip.ParseAddr(host); err != nil {
-			return netip.Addr{}, errors.New("not an IP address")
-		}
+		return netip.Addr{}, errNotIP
 	}
 	return ip.Unmap().WithZone(""), nil
 }
+
+var errNotIP = errors.New("not an IP address")
 
 func contains(prefixes []netip.Prefix, ip netip.Addr) bool {
 	for _, p := range prefixes {
