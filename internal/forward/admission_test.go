@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -231,6 +233,36 @@ func TestAdmissionTableBounded(t *testing.T) {
 	}
 	if n := metricValue(t, ts, "wsproxy_handshake_rejections_total", "reason="+limits.ReasonIPTableFull); n != 60-maxAddrs {
 		t.Errorf("rejections{reason=ip_table_full} = %v, want %d", n, 60-maxAddrs)
+	}
+}
+
+// A refused client's connection is closed after the answer: it cannot stay
+// as an idle keep-alive connection holding a descriptor.
+func TestAdmissionRefusalClosesConnection(t *testing.T) {
+	ts := startServer(t, func(o *Options) { o.Admission.MaxConnections = 1 })
+	mustDialFrom(t, ts, "127.0.0.2", "a", "g", nil)
+	nc, err := net.DialTimeout("tcp", strings.TrimPrefix(ts.http.URL, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := io.WriteString(nc, "GET /ws?id=b&groupName=g HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"+
+		"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close {
+		t.Fatalf("status %d, Connection: close %v; want 503 and close", resp.StatusCode, resp.Close)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Fatalf("after the refusal: %v, want EOF (the server closes)", err)
 	}
 }
 

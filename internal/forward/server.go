@@ -143,11 +143,14 @@ func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
 }
 
 // refuse answers a connection the admission limits refused: the status, a
-// Retry-After header and a JSON body; counted by reason, and logged at most
-// once a second per reason (a flood must not become a log flood).
+// Retry-After header and a JSON body, and the connection is closed (a
+// refused client must not keep a descriptor as an idle keep-alive
+// connection); counted by reason, and logged at most once a second per
+// reason (a flood must not become a log flood).
 func (s *Server) refuse(w http.ResponseWriter, r *http.Request, ref *limits.Refusal) {
 	s.metrics.Rejected(ref.Reason)
 	w.Header().Set("Retry-After", strconv.Itoa(ref.RetryAfterSeconds()))
+	w.Header().Set("Connection", "close")
 	httpjson.Error(w, ref.Status, ref.Msg)
 	if ok, suppressed := s.refusals.Allow(ref.Reason); ok {
 		s.log.Warn().Str("reason", ref.Reason).Int("status", ref.Status).
