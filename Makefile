@@ -51,6 +51,7 @@ screenshot: ## rewrite docs/page.png from the browser test (needs chromium)
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParseParams -fuzztime 30s ./internal/forward/
 	$(GO) test -run '^$$' -fuzz FuzzValidator -fuzztime 30s ./internal/utf8stream/
+	$(GO) test -run '^$$' -fuzz FuzzClientIP -fuzztime 30s ./internal/limits/
 
 .PHONY: bench
 bench: ## wsproxy side by side with NATS and no-relay baselines, every workload (about 5-10 min; see BENCHMARKS.md)

@@ -35,6 +35,7 @@ func TestBinary(t *testing.T) {
 	t.Run("SecondSignal", func(t *testing.T) { testBinarySecondSignal(t, bin) })
 	t.Run("Healthcheck", func(t *testing.T) { testBinaryHealthcheck(t, bin) })
 	t.Run("InvalidConfig", func(t *testing.T) { testBinaryInvalid(t, bin) })
+	t.Run("FloodAtDescriptorLimit", func(t *testing.T) { testBinaryFloodAtDescriptorLimit(t, bin) })
 }
 
 // process is the proxy binary running.

@@ -19,6 +19,21 @@ import (
 	"github.com/wsproxy/wsproxy/internal/metrics"
 )
 
+// The HTTP server's own limits, on every connection until it is upgraded
+// (variables only so that tests can shorten them):
+//   - readHeaderTimeout: a client must send its whole request head in this
+//     time, or the connection is closed (slowloris, half-open handshakes);
+//   - maxHeaderBytes: a request head larger than this gets 431 (net/http
+//     allows 4 KiB of slack beyond it); 16 KiB, as Node.js, is room for
+//     cookies and a bearer token, where net/http's default is 1 MiB;
+//   - idleTimeout: a keep-alive connection with no request for this long is
+//     closed.
+var (
+	readHeaderTimeout = 10 * time.Second
+	maxHeaderBytes    = 16 << 10
+	idleTimeout       = 2 * time.Minute
+)
+
 // run is the whole program: it serves until ctx is cancelled, then shuts down
 // gracefully and returns nil. Logs go to stderr; usage to stdout.
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -49,10 +64,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fwd := forward.NewServer(cfg.Forward, log, m)
 	srv := &http.Server{
 		Handler:           routes(cfg, log, m, fwd),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeaderTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
 		// No ReadTimeout or WriteTimeout: they would apply to upgraded
 		// WebSocket connections too, which keep their own limits.
-		IdleTimeout: 2 * time.Minute,
+		IdleTimeout: idleTimeout,
 		ErrorLog:    newStdLogger(log),
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -60,6 +76,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return fmt.Errorf("listen: %w", err)
 	}
 	f := cfg.Forward
+	var trusted []string
+	for _, p := range f.Admission.TrustedProxies {
+		trusted = append(trusted, p.String())
+	}
 	log.Info().
 		Str("addr", ln.Addr().String()).
 		Str("max_message_bytes", config.FormatSize(f.MaxMessageBytes)).
@@ -79,6 +99,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Int("max_members_per_group", f.MaxMembersPerGroup).
 		Float64("message_rate", f.MessageRate).
 		Float64("byte_rate", f.ByteRate).
+		Int("max_connections", f.Admission.MaxConnections).
+		Int("max_connections_per_ip", f.Admission.MaxConnectionsPerIP).
+		Float64("connect_rate_per_ip", f.Admission.ConnectRatePerIP).
+		Int("connect_burst_per_ip", f.Admission.ConnectBurstPerIP).
+		Strs("trusted_proxies", trusted).
 		Msg("proxy listening")
 
 	serveErr := make(chan error, 1)

@@ -533,6 +533,12 @@ func TestRunHelp(t *testing.T) {
 		"byte-burst":            "(default: one second's worth, at least 64KiB)",
 		"rate-limit-action":     `(default "throttle")`,
 		"memory-limit":          "(default: half of the machine's or container's memory)",
+		// SPEC section 10: connection admission.
+		"max-connections":        "(default: derived from the descriptor limit",
+		"max-connections-per-ip": `(0: no limit) (default "0")`,
+		"connect-rate-per-ip":    `(0: no limit) (default "0")`,
+		"connect-burst-per-ip":   `(default "0")`,
+		"trusted-proxies":        "(default: none",
 	}
 	for flag, def := range flags {
 		head := fmt.Sprintf("--%s [%s]\n", flag, config.EnvName(flag))

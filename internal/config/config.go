@@ -8,11 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/wsproxy/wsproxy/internal/forward"
+	"github.com/wsproxy/wsproxy/internal/limits"
 )
 
 // Config is every setting of the proxy.
@@ -91,6 +93,22 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.Var(&byteBurst, "byte-burst", "bytes a connection may send at once above --byte-rate (default: one second's worth, at least 64KiB)")
 	fs.StringVar(&rateAction, "rate-limit-action", "throttle", "over a rate: throttle (stop reading for a while) or close (1008 rate limited)")
 	fs.Var(&memLimit, "memory-limit", "the process's memory limit: Go's soft limit, and half of it bounds what messages hold (0: none) (default: half of the machine's or container's memory)")
+	// Connection admission (SPEC section 10; internal/limits): checked
+	// before the upgrade, refused with 503 or 429 and Retry-After.
+	adm := &f.Admission
+	var trustedProxies string
+	fs.IntVar(&adm.MaxConnections, "max-connections", limits.DefaultMaxConnections(),
+		"open WebSocket connections, process-wide; over it 503 + Retry-After (0: no limit) "+
+			"(default: derived from the descriptor limit: RLIMIT_NOFILE minus max(64, 10%), at most 100000)")
+	fs.IntVar(&adm.MaxConnectionsPerIP, "max-connections-per-ip", 0,
+		"open WebSocket connections per client address (IPv6: per /64); over it 429 + Retry-After (0: no limit)")
+	fs.Float64Var(&adm.ConnectRatePerIP, "connect-rate-per-ip", 0,
+		"new WebSocket connections per second per client address; over it 429 + Retry-After (0: no limit)")
+	fs.IntVar(&adm.ConnectBurstPerIP, "connect-burst-per-ip", 0,
+		"connections an address may open at once before --connect-rate-per-ip applies (0: the rate rounded up, at least 1)")
+	fs.StringVar(&trustedProxies, "trusted-proxies", "",
+		"comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For names the client "+
+			"(default: none: the socket's address is the client's)")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -123,6 +141,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		if o = strings.TrimSpace(o); o != "" {
 			f.AllowedOrigins = append(f.AllowedOrigins, o)
 		}
+	}
+	if f.Admission.TrustedProxies, err = limits.ParsePrefixes(trustedProxies); err != nil {
+		return nil, fmt.Errorf("trusted-proxies: %w", err)
 	}
 	f.MaxMessageBytes = int64(maxMsg)
 	f.BufferBytes = int(bufBytes)
@@ -176,6 +197,14 @@ func (c *Config) validate() error {
 		return errors.New("message-rate and message-burst must not be negative")
 	case c.MemoryLimit > 0 && f.MemoryBudget < 4*int64(f.BufferBytes):
 		return errors.New("memory-limit must be at least 8 times buffer-bytes (half of it holds messages; a streamed one takes 3 times buffer-bytes)")
+	case f.Admission.MaxConnections < 0:
+		return errors.New("max-connections must not be negative")
+	case f.Admission.MaxConnectionsPerIP < 0:
+		return errors.New("max-connections-per-ip must not be negative")
+	case !(f.Admission.ConnectRatePerIP >= 0) || math.IsInf(f.Admission.ConnectRatePerIP, 0):
+		return errors.New("connect-rate-per-ip must be a number of connections per second, 0 or more")
+	case f.Admission.ConnectBurstPerIP < 0:
+		return errors.New("connect-burst-per-ip must not be negative")
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package config_test
 import (
 	"errors"
 	"io"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
+	"github.com/wsproxy/wsproxy/internal/limits"
 )
 
 func TestParseSize(t *testing.T) {
@@ -151,6 +153,7 @@ func TestDefaults(t *testing.T) {
 			PingInterval:       30 * time.Second,
 			PingTimeout:        10 * time.Second,
 			CloseGrace:         2 * time.Second,
+			Admission:          limits.AdmitOptions{MaxConnections: limits.DefaultMaxConnections()},
 		},
 	}
 	if !reflect.DeepEqual(got, want) {
@@ -186,6 +189,12 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		"byte-burst":            "2MiB",
 		"rate-limit-action":     "close",
 		"memory-limit":          "512MiB",
+		// Connection admission.
+		"max-connections":        "500",
+		"max-connections-per-ip": "20",
+		"connect-rate-per-ip":    "2.5",
+		"connect-burst-per-ip":   "7",
+		"trusted-proxies":        "10.0.0.0/8, 192.168.1.1,fd00::/8",
 	}
 	vars := map[string]string{}
 	var args []string
@@ -224,6 +233,14 @@ func TestEveryFlagHasEnv(t *testing.T) {
 			PingTimeout:        2 * time.Second,
 			AllowedOrigins:     []string{"*.example.com", "https://app.example.org"},
 			CloseGrace:         2 * time.Second,
+			Admission: limits.AdmitOptions{
+				MaxConnections:      500,
+				MaxConnectionsPerIP: 20,
+				ConnectRatePerIP:    2.5,
+				ConnectBurstPerIP:   7,
+				TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"),
+					netip.MustParsePrefix("192.168.1.1/32"), netip.MustParsePrefix("fd00::/8")},
+			},
 		},
 	}
 	if !reflect.DeepEqual(fromEnv, want) {
@@ -314,6 +331,16 @@ func TestInvalid(t *testing.T) {
 		{"bad rate action", []string{"--rate-limit-action=drop"}, nil, []string{"rate-limit-action", "throttle or close"}},
 		{"memory limit too small", []string{"--memory-limit=4MiB"}, nil, []string{"memory-limit", "buffer-bytes"}},
 		{"bad memory limit env", nil, map[string]string{"PROXY_MEMORY_LIMIT": "much"}, []string{"PROXY_MEMORY_LIMIT", "invalid size"}},
+		// Connection admission.
+		{"negative max connections", []string{"--max-connections=-1"}, nil, []string{"max-connections", "negative"}},
+		{"bad max connections", []string{"--max-connections=many"}, nil, []string{"max-connections"}},
+		{"negative per-ip connections", []string{"--max-connections-per-ip=-1"}, nil, []string{"max-connections-per-ip", "negative"}},
+		{"negative connect rate", []string{"--connect-rate-per-ip=-0.5"}, nil, []string{"connect-rate-per-ip"}},
+		{"NaN connect rate", []string{"--connect-rate-per-ip=NaN"}, nil, []string{"connect-rate-per-ip"}},
+		{"infinite connect rate", []string{"--connect-rate-per-ip=Inf"}, nil, []string{"connect-rate-per-ip"}},
+		{"negative connect burst", []string{"--connect-burst-per-ip=-3"}, nil, []string{"connect-burst-per-ip", "negative"}},
+		{"malformed trusted proxy", []string{"--trusted-proxies=10.0.0.0/8,10.0.0.0/33"}, nil, []string{"trusted-proxies", "10.0.0.0/33"}},
+		{"hostname as trusted proxy env", nil, map[string]string{"PROXY_TRUSTED_PROXIES": "lb.example.com"}, []string{"trusted-proxies", "lb.example.com"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/wsproxy/wsproxy/internal/group"
 	"github.com/wsproxy/wsproxy/internal/hijack"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
+	"github.com/wsproxy/wsproxy/internal/limits"
 	"github.com/wsproxy/wsproxy/internal/message"
 	"github.com/wsproxy/wsproxy/internal/metrics"
 	"github.com/wsproxy/wsproxy/internal/session"
@@ -85,6 +87,8 @@ type Options struct {
 	// MemoryBudget bounds the memory messages pin, process-wide (see
 	// memory.go).
 	MemoryBudget int64
+	// Admission limits connections before the upgrade (SPEC section 10).
+	Admission limits.AdmitOptions
 }
 
 // Server is the /ws handler and the owner of every session.
@@ -97,6 +101,8 @@ type Server struct {
 	rings    *message.RingPool
 	budget   *message.Budget // nil: no memory limit
 	limits   group.Limits
+	admit    *limits.Admission  // nil: every admission limit off
+	refusals *limits.LogLimiter // refusals are logged at a bounded rate
 
 	// draining is set once, under mu; handlers counts connections that
 	// passed the draining check under mu, so Shutdown can wait for all.
@@ -116,6 +122,13 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 		metrics:  m,
 		registry: group.NewRegistry(),
 		limits:   group.Limits{MaxGroups: opts.MaxGroups, MaxMembers: opts.MaxMembersPerGroup},
+		admit:    limits.NewAdmission(opts.Admission),
+		refusals: limits.NewLogLimiter(time.Second),
+	}
+	if s.admit != nil {
+		m.GaugeFunc("wsproxy_admitted_connections", "Connections holding an admission slot (--max-connections): open ones and handshakes in progress.", func() float64 {
+			return float64(s.admit.Open())
+		})
 	}
 	s.budget = message.NewBudget(opts.MemoryBudget, s.reclaim)
 	// A stream's ring holds two thresholds' worth: the buffered head plus
@@ -156,6 +169,23 @@ func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
 	httpjson.Error(w, rej.status, rej.msg)
 }
 
+// refuse answers a connection the admission limits refused: the status, a
+// Retry-After header and a JSON body, and the connection is closed (a
+// refused client must not keep a descriptor as an idle keep-alive
+// connection); counted by reason, and logged at most once a second per
+// reason (a flood must not become a log flood).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, ref *limits.Refusal) {
+	s.metrics.Rejected(ref.Reason)
+	w.Header().Set("Retry-After", strconv.Itoa(ref.RetryAfterSeconds()))
+	w.Header().Set("Connection", "close")
+	httpjson.Error(w, ref.Status, ref.Msg)
+	if ok, suppressed := s.refusals.Allow(ref.Reason); ok {
+		s.log.Warn().Str("reason", ref.Reason).Int("status", ref.Status).
+			Stringer("client", limits.ClientIP(r, s.opts.Admission.TrustedProxies)).
+			Int("suppressed", suppressed).Msg("connection refused")
+	}
+}
+
 // ServeHTTP serves /ws.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
@@ -174,7 +204,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, rej)
 		return
 	}
+	ticket, refusal := s.admit.Admit(r)
+	if refusal != nil {
+		s.refuse(w, r, refusal)
+		return
+	}
 	if !s.track() {
+		ticket.Release()
 		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
 		return
 	}
@@ -182,6 +218,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
 	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
 	if err != nil {
+		ticket.Release()
 		s.handlers.Done()
 		s.metrics.Rejected("accept")
 		s.log.Debug().Err(err).Msg("websocket accept failed")
@@ -200,7 +237,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}, s.log, s.metrics)
 	g, replaced, leave, err := s.registry.JoinLimited(sess, s.limits)
 	if err != nil {
-		s.refuseMember(sess, err)
+		s.refuseMember(sess, err, ticket)
 		return
 	}
 	if replaced != nil {
@@ -217,13 +254,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The connection is hijacked: net/http is done with it. Its goroutine,
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
-	go s.serve(sess, g, leave)
+	go s.serve(sess, g, leave, ticket)
 }
 
 // refuseMember closes a session the registry refused (SPEC section 10:
 // 1013 right after the upgrade, which a browser can see, unlike a refused
 // handshake).
-func (s *Server) refuseMember(sess *session.Session, err error) {
+func (s *Server) refuseMember(sess *session.Session, err error, ticket *limits.Ticket) {
 	reason, label := "group full", "group_full"
 	if errors.Is(err, group.ErrTooManyGroups) {
 		reason, label = "too many groups", "too_many_groups"
@@ -233,6 +270,7 @@ func (s *Server) refuseMember(sess *session.Session, err error) {
 	sess.Close(websocket.StatusTryAgainLater, reason)
 	go func() {
 		defer s.handlers.Done()
+		defer ticket.Release()
 		drain(sess.Conn())
 		sess.ReaderDone()
 		sess.Wait()
@@ -243,9 +281,11 @@ func (s *Server) refuseMember(sess *session.Session, err error) {
 }
 
 // serve reads from sess until the connection ends, then waits for its writer
-// and logs the end. Shutdown waits for it (it was counted by track).
-func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
+// and logs the end, and gives back its admission ticket. Shutdown waits for
+// it (it was counted by track).
+func (s *Server) serve(sess *session.Session, g *group.Group, leave func(), ticket *limits.Ticket) {
 	defer s.handlers.Done()
+	defer ticket.Release()
 	err := s.readLoop(sess, g)
 	leave()
 	s.classifyEnd(sess, err)

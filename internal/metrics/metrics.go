@@ -300,6 +300,8 @@ var (
 		"missing_id", "repeated_id", "bad_id", "missing_groupname", "repeated_groupname", "bad_group",
 		"bad_query", "origin", "bad_origin", "not_upgrade", "bad_version", "bad_key", "method", "draining", "accept",
 		"too_many_groups", "group_full",
+		// Connection admission (internal/limits.Reasons).
+		"max_connections", "ip_connections", "ip_rate", "ip_table_full",
 	}
 	evictReasons = []string{"queue_full", "write_timeout", "memory", "memory_unfinished"}
 )
