@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -39,9 +40,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	c := &Config{}
 	f := &c.Forward
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n\n"+
+	fs.SetOutput(io.Discard) // errors are returned, for the caller to print last
+	fs.Usage = func() {}     // printed for --help only, not before every error
+	usage := func() {
+		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n       proxy --version\n\n"+
 			"A group-based WebSocket forwarder: clients connect to /ws?id=<id>&groupName=<group>\n"+
 			"and every message reaches every other member of the group.\n\n"+
 			"Every flag can also be set by its environment variable (shown in brackets);\n"+
@@ -76,35 +78,22 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated host patterns of browser origins allowed besides the proxy's own host (path.Match syntax, e.g. *.example.com)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, /api/* requires 'Authorization: Bearer <token>'")
 
-	if err := fs.Parse(args); err != nil {
+	src, err := parseFlags(fs, args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+	}
+	if err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	var envErr error
-	fs.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || envErr != nil {
-			return
-		}
-		if v := getenv(EnvName(fl.Name)); v != "" {
-			if err := fs.Set(fl.Name, v); err != nil {
-				envErr = fmt.Errorf("%s: %w", EnvName(fl.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
 	}
 
-	var err error
 	if f.SlowConsumer, err = forward.ParsePolicy(policy); err != nil {
-		return nil, err
+		return nil, src.invalid("slow-consumer", err.Error())
 	}
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
+			if _, err := path.Match(o, ""); err != nil {
+				return nil, src.invalid("allowed-origins", fmt.Sprintf("%q is not a valid pattern: want host patterns such as *.example.com (path.Match syntax)", o))
+			}
 			f.AllowedOrigins = append(f.AllowedOrigins, o)
 		}
 	}
@@ -112,14 +101,12 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	f.BufferBytes = int(bufBytes)
 	f.SendQueueBytes = int64(queueBytes)
 	f.CloseGrace = 2 * time.Second
-	switch c.LogFormat {
-	case "", "json", "console":
-	default:
-		return nil, errors.New("log-format must be json or console")
-	}
-	return c, c.validate()
+	return c, src.name(c.validate())
 }
 
+// validate checks the settings together. Each error begins with the name of
+// the flag at fault; Parse replaces it with what the user set (the flag or
+// its variable).
 func (c *Config) validate() error {
 	f := c.Forward
 	switch {

@@ -12,7 +12,9 @@ func Write(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // JSON, not HTML: "<" stays "<"; nosniff keeps browsers from sniffing HTML
+	_ = enc.Encode(v)
 }
 
 // Error sends {"error": msg} with the given status. msg must not contain raw
