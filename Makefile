@@ -47,8 +47,8 @@ check: ## formatting and go vet
 	$(GO) vet -tags compose ./test/compose/
 
 .PHONY: screenshot
-screenshot: ## rewrite docs/page.png from the browser test (needs chromium)
-	$(GO) test -count=1 -run '^TestBrowser$$' ./cmd/proxy/ -update-screenshot
+screenshot: ## rewrite docs/page.png and docs/page-phone.png from the browser tests (needs chromium)
+	$(GO) test -count=1 -run '^TestBrowser(Layout)?$$' ./cmd/proxy/ -update-screenshot
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for 30s
