@@ -52,7 +52,7 @@ echo "ok: relative links of README.md, CHANGELOG.md and docs/*.md resolve"
 # 2. The version.
 make -s build >/dev/null
 want="wsproxy $(git describe --tags --always --dirty)"
-got=$(bin/proxy --version)
+got=$(bin/proxy --version) || fail "proxy --version exited $?"
 [ "$got" = "$want" ] || fail "proxy --version printed '$got', want '$want'"
 echo "ok: proxy --version prints '$got'"
 
@@ -70,7 +70,8 @@ start_run() { # starts `make run` in a process group of its own; sets pgid and a
 		sleep 0.1
 	done
 	[ -n "$addr" ] || fail "make run did not start listening: $(cat "$tmp/run.out" "$tmp/run.err")"
-	curl -fsS --max-time 10 "http://$addr/" | grep -q '<title>wsproxy</title>' || fail "GET http://$addr/ did not serve the page"
+	curl -fsS --max-time 10 -o "$tmp/page.html" "http://$addr/" || fail "GET http://$addr/ failed"
+	grep -q '<title>wsproxy</title>' "$tmp/page.html" || fail "GET http://$addr/ did not serve the page"
 }
 wait_run() { # waits (at most 30 s) for make run to end; sets status
 	for _ in $(seq 300); do kill -0 "$pgid" 2>/dev/null || break; sleep 0.1; done
