@@ -120,6 +120,9 @@ func TestBrowserLayout(t *testing.T) {
 					t.Errorf("newest message %d (%v) is not on screen inside the list %v (screen %vx%v)", i, r, l.Log, l.VW, l.VH)
 				}
 			}
+			if vp.mobile && l.Text.Top < l.Log.Bottom {
+				t.Errorf("on a phone the text box %v is not below the messages %v, as in a chat", l.Text, l.Log)
+			}
 			if l.ScrollW > l.VW {
 				t.Errorf("the page is %v px wide on a %v px screen", l.ScrollW, l.VW)
 			}
