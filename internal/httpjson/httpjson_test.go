@@ -6,17 +6,16 @@ import (
 	"testing"
 )
 
-// TestNoHTMLEscaping: a JSON body is JSON, not HTML: "<", ">" and "&" are
-// written as they are, not as \u003c and friends, and the headers keep a
-// browser from treating the body as HTML.
-func TestNoHTMLEscaping(t *testing.T) {
+// TestErrorNotHTMLEscaped: an error body is constant text for a person to
+// read: "<", ">" and "&" are written as they are, not as \u003c and friends.
+func TestErrorNotHTMLEscaped(t *testing.T) {
 	t.Parallel()
 	rec := httptest.NewRecorder()
-	Error(rec, http.StatusBadRequest, "groupName must be <= 128 bytes & valid UTF-8")
-	if got, want := rec.Body.String(), `{"error":"groupName must be <= 128 bytes & valid UTF-8"}`+"\n"; got != want {
+	Error(rec, http.StatusUnauthorized, "missing or invalid admin token: send Authorization: Bearer <token> & retry")
+	if got, want := rec.Body.String(), `{"error":"missing or invalid admin token: send Authorization: Bearer <token> & retry"}`+"\n"; got != want {
 		t.Errorf("body %q, want %q", got, want)
 	}
-	if rec.Code != http.StatusBadRequest {
+	if rec.Code != http.StatusUnauthorized {
 		t.Errorf("status %d", rec.Code)
 	}
 	for h, want := range map[string]string{"Content-Type": "application/json", "X-Content-Type-Options": "nosniff"} {
@@ -24,10 +23,15 @@ func TestNoHTMLEscaping(t *testing.T) {
 			t.Errorf("%s = %q, want %q", h, got, want)
 		}
 	}
+}
 
-	rec = httptest.NewRecorder()
-	Write(rec, http.StatusOK, map[string]string{"name": "<b>salle</b>"})
-	if got, want := rec.Body.String(), `{"name":"<b>salle</b>"}`+"\n"; got != want {
+// TestWriteEscapesHTML: data, which may hold names clients chose, keeps
+// Go's HTML escaping.
+func TestWriteEscapesHTML(t *testing.T) {
+	t.Parallel()
+	rec := httptest.NewRecorder()
+	Write(rec, http.StatusOK, map[string]string{"name": "<b>salle</b> & co"})
+	if got, want := rec.Body.String(), `{"name":"\u003cb\u003esalle\u003c/b\u003e \u0026 co"}`+"\n"; got != want {
 		t.Errorf("body %q, want %q", got, want)
 	}
 }
