@@ -331,7 +331,7 @@ func TestBrowser(t *testing.T) {
 	}
 
 	if *updateScreenshot {
-		bob.do(chromedp.EmulateViewport(1100, 800))
+		bob.do(chromedp.EmulateViewport(1280, 900))
 		png, err := chromedp.Run(bob.ctx, chromedp.CaptureScreenshot())
 		if err != nil {
 			t.Fatal(err)

@@ -8,13 +8,16 @@ import (
 	"time"
 )
 
+// healthcheckURLEnv is the variable `proxy healthcheck` reads its URL from.
+const healthcheckURLEnv = "PROXY_HEALTHCHECK_URL"
+
 // healthcheck requests /healthz and succeeds on 200. It needs no shell, so a
 // FROM-scratch image can use it as its health check.
 func healthcheck(args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("proxy healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	def := "http://127.0.0.1:8080/healthz"
-	if v := getenv("PROXY_HEALTHCHECK_URL"); v != "" {
+	if v := getenv(healthcheckURLEnv); v != "" {
 		def = v
 	}
 	url := fs.String("url", def, "health endpoint to request [PROXY_HEALTHCHECK_URL]")

@@ -17,6 +17,7 @@ import (
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/metrics"
+	"github.com/wsproxy/wsproxy/internal/version"
 )
 
 // The HTTP server's own limits, on every connection until it is upgraded
@@ -35,10 +36,16 @@ var (
 )
 
 // run is the whole program: it serves until ctx is cancelled, then shuts down
-// gracefully and returns nil. Logs go to stderr; usage to stdout.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+// gracefully and returns nil. Logs go to stderr; usage and --version to
+// stdout. environ, if given, is the whole environment (os.Environ()): a
+// PROXY_* variable in it that no flag reads is warned about.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, environ ...string) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(args[1:], getenv, stdout, stderr)
+	}
+	if wantsVersion(args) {
+		fmt.Fprintln(stdout, "wsproxy", version.String())
+		return nil
 	}
 	cfg, err := config.Parse(args, getenv, stdout)
 	if err != nil {
@@ -47,6 +54,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	log, err := newLogger(cfg, stderr)
 	if err != nil {
 		return err
+	}
+	for _, name := range config.UnknownVars(environ, healthcheckURLEnv) {
+		log.Warn().Str("variable", name).Msg("unknown PROXY_ variable ignored: no flag reads it (proxy --help lists them)")
 	}
 
 	if addr := getenv(pprofEnv); addr != "" {
@@ -81,6 +91,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		trusted = append(trusted, p.String())
 	}
 	log.Info().
+		Str("version", version.String()).
 		Str("addr", ln.Addr().String()).
 		Str("max_message_bytes", config.FormatSize(f.MaxMessageBytes)).
 		Str("buffer_bytes", config.FormatSize(int64(f.BufferBytes))).
@@ -105,6 +116,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Int("connect_burst_per_ip", f.Admission.ConnectBurstPerIP).
 		Strs("trusted_proxies", trusted).
 		Msg("proxy listening")
+	page, ws := urls(ln.Addr())
+	log.Info().Msgf("open %s in a browser, or connect any WebSocket client to %s", page, ws)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -131,6 +144,35 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log.Info().Msg("shutdown complete")
 	return nil
+}
+
+// wantsVersion reports whether args ask for the version (--version or
+// -version before any "--").
+func wantsVersion(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--version", "-version":
+			return true
+		case "--":
+			return false
+		}
+	}
+	return false
+}
+
+// urls are the page's URL and a sample WebSocket URL for the listener at
+// addr, as a user on this machine would type them: an address of every
+// interface (":8080") is localhost.
+func urls(addr net.Addr) (page, ws string) {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + "/", "ws://" + addr.String() + "/ws?id=alice&groupName=demo"
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	hp := net.JoinHostPort(host, port)
+	return "http://" + hp + "/", "ws://" + hp + "/ws?id=alice&groupName=demo"
 }
 
 func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {

@@ -458,7 +458,7 @@ func TestRunInvalidConfig(t *testing.T) {
 		{"bad duration in env", nil, map[string]string{"PROXY_WRITE_TIMEOUT": "soon"}, "PROXY_WRITE_TIMEOUT"},
 		{"bad policy", []string{"--slow-consumer=drop"}, nil, "slow-consumer"},
 		{"bad log level", []string{"--log-level=loud"}, nil, "log-level"},
-		{"bad log level in env", nil, map[string]string{"PROXY_LOG_LEVEL": "loud"}, "log-level"},
+		{"bad log level in env", nil, map[string]string{"PROXY_LOG_LEVEL": "loud"}, "PROXY_LOG_LEVEL"},
 		{"bad log format", []string{"--log-format=xml"}, nil, "log-format"},
 		{"negative timeout", []string{"--shutdown-timeout=-1s"}, nil, "shutdown-timeout"},
 		{"bad port", []string{"--addr=127.0.0.1:99999"}, nil, "listen"},

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -44,9 +45,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	c := &Config{}
 	f := &c.Forward
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n\n"+
+	fs.SetOutput(io.Discard) // errors are returned, for the caller to print last
+	fs.Usage = func() {}     // printed for --help only, not before every error
+	usage := func() {
+		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n       proxy --version\n\n"+
 			"A group-based WebSocket forwarder: clients connect to /ws?id=<id>&groupName=<group>\n"+
 			"and every message reaches every other member of the group.\n\n"+
 			"Every flag can also be set by its environment variable (shown in brackets);\n"+
@@ -110,66 +112,45 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		"comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For names the client "+
 			"(default: none: the socket's address is the client's)")
 
-	if err := fs.Parse(args); err != nil {
+	src, err := parseFlags(fs, args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+	}
+	if err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	var envErr error
-	fs.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || envErr != nil {
-			return
-		}
-		if v := getenv(EnvName(fl.Name)); v != "" {
-			if err := fs.Set(fl.Name, v); err != nil {
-				envErr = fmt.Errorf("%s: %w", EnvName(fl.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
 	}
 
-	var err error
 	if f.SlowConsumer, err = forward.ParsePolicy(policy); err != nil {
-		return nil, err
+		return nil, src.invalid("slow-consumer", err.Error())
 	}
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
+			if _, err := path.Match(o, ""); err != nil {
+				return nil, src.invalid("allowed-origins", fmt.Sprintf("%q is not a valid pattern: want host patterns such as *.example.com (path.Match syntax)", o))
+			}
 			f.AllowedOrigins = append(f.AllowedOrigins, o)
 		}
 	}
 	if f.Admission.TrustedProxies, err = limits.ParsePrefixes(trustedProxies); err != nil {
-		return nil, fmt.Errorf("trusted-proxies: %w", err)
+		return nil, src.invalid("trusted-proxies", err.Error())
 	}
 	f.MaxMessageBytes = int64(maxMsg)
 	f.BufferBytes = int(bufBytes)
 	f.SendQueueBytes = int64(queueBytes)
 	f.CloseGrace = 2 * time.Second
-	switch rateAction {
-	case "throttle":
-	case "close":
-		f.RateLimitClose = true
-	default:
-		return nil, errors.New("rate-limit-action must be throttle or close")
-	}
+	f.RateLimitClose = rateAction == "close" // checked against choices
 	f.ByteRate, f.ByteBurst = float64(byteRate), int(min(int64(byteBurst), 1<<30))
 	c.MemoryLimit = int64(memLimit)
 	if memLimit < 0 {
 		c.MemoryLimit = DefaultMemoryLimit()
 	}
 	f.MemoryBudget = c.MemoryLimit / 2
-	switch c.LogFormat {
-	case "", "json", "console":
-	default:
-		return nil, errors.New("log-format must be json or console")
-	}
-	return c, c.validate()
+	return c, src.name(c.validate())
 }
 
+// validate checks the settings together. Each error begins with the name of
+// the flag at fault; Parse replaces it with what the user set (the flag or
+// its variable).
 func (c *Config) validate() error {
 	f := c.Forward
 	switch {
@@ -193,8 +174,10 @@ func (c *Config) validate() error {
 		return errors.New("max-groups must not be negative")
 	case f.MaxMembersPerGroup < 0:
 		return errors.New("max-members-per-group must not be negative")
-	case f.MessageRate < 0 || f.MessageBurst < 0:
-		return errors.New("message-rate and message-burst must not be negative")
+	case !(f.MessageRate >= 0) || math.IsInf(f.MessageRate, 0):
+		return errors.New("message-rate must be a number of messages per second, 0 or more")
+	case f.MessageBurst < 0:
+		return errors.New("message-burst must not be negative")
 	case c.MemoryLimit > 0 && f.MemoryBudget < 4*int64(f.BufferBytes):
 		return errors.New("memory-limit must be at least 8 times buffer-bytes (half of it holds messages; a streamed one takes 3 times buffer-bytes)")
 	case f.Admission.MaxConnections < 0:
