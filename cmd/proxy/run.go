@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
+	"github.com/wsproxy/wsproxy/internal/certfile"
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/metrics"
@@ -23,6 +26,9 @@ import (
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && args[0] == "healthcheck" {
 		return healthcheck(args[1:], getenv, stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "token" {
+		return mintToken(args[1:], stdout)
 	}
 	cfg, err := config.Parse(args, getenv, stdout)
 	if err != nil {
@@ -41,11 +47,36 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		defer stop()
 	}
 
+	if cfg.Auth == "jwt" {
+		v, err := auth.Load(cfg.JWT)
+		if err != nil {
+			return err
+		}
+		cfg.Forward.Authorize = v.Authorize
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCertFile != "" {
+		certs, err := certfile.New(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return err
+		}
+		tlsConfig = certs.Config(func(err error) {
+			if err != nil {
+				log.Error().Err(err).Msg("tls: certificate files changed but do not load; serving the previous certificate")
+				return
+			}
+			log.Info().Msg("tls: certificate reloaded")
+		})
+	}
+
 	m := metrics.New()
 	fwd := forward.NewServer(cfg.Forward, log, m)
 	srv := &http.Server{
 		Handler:           routes(cfg, log, m, fwd),
 		ReadHeaderTimeout: 10 * time.Second,
+		// Headers carry at most a token or two: an unauthenticated client
+		// may not hold net/http's default of 1 MiB of them.
+		MaxHeaderBytes: 64 << 10,
 		// No ReadTimeout or WriteTimeout: they would apply to upgraded
 		// WebSocket connections too, which keep their own limits.
 		IdleTimeout: 2 * time.Minute,
@@ -54,6 +85,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	} else if cfg.Auth == "jwt" && !isLoopback(ln.Addr()) {
+		log.Warn().Msg("--auth=jwt without TLS: tokens cross the network in the clear unless a proxy in front terminates TLS (docs/security.md)")
 	}
 	f := cfg.Forward
 	log.Info().
@@ -69,6 +105,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Stringer("shutdown_timeout", cfg.ShutdownTimeout).
 		Strs("allowed_origins", f.AllowedOrigins).
 		Bool("admin_token", cfg.AdminToken != "").
+		Str("auth", cfg.Auth).
+		Bool("tls", tlsConfig != nil).
 		Msg("proxy listening")
 
 	serveErr := make(chan error, 1)
@@ -114,4 +152,10 @@ func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// isLoopback reports whether addr listens on a loopback address only.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -8,10 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/forward"
 )
 
@@ -23,6 +25,13 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	AdminToken      string
 	Forward         forward.Options
+
+	// Identity and TLS (SPEC section 9). Parse reads the admin token file;
+	// the key and certificate files are read by whoever uses them.
+	Auth        string // "none" or "jwt"
+	JWT         auth.Options
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // ErrHelp is returned when --help was asked for; the usage has been printed.
@@ -41,7 +50,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n\n"+
+		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n"+
+			"       proxy token --secret-file F --sub ID --groups 'room-*' [--ttl 1h]\n\n"+
 			"A group-based WebSocket forwarder: clients connect to /ws?id=<id>&groupName=<group>\n"+
 			"and every message reaches every other member of the group.\n\n"+
 			"Every flag can also be set by its environment variable (shown in brackets);\n"+
@@ -75,6 +85,18 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "on SIGINT/SIGTERM, how long queued messages may take to be delivered")
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated host patterns of browser origins allowed besides the proxy's own host (path.Match syntax, e.g. *.example.com)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, /api/* requires 'Authorization: Bearer <token>'")
+
+	// Identity and TLS (SPEC section 9; docs/security.md).
+	var adminTokenFile, secretFile, prevSecretFile string
+	fs.StringVar(&c.Auth, "auth", "none", "who may join: none (anyone who reaches the port, under any id) or jwt (a signed token binds id and groups)")
+	fs.StringVar(&secretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs tokens (HS256/384/512), at least 32 bytes")
+	fs.StringVar(&prevSecretFile, "jwt-previous-secret-file", "", "file holding the previous HMAC secret, still accepted while tokens signed with it expire")
+	fs.StringVar(&c.JWT.PublicKeyFile, "jwt-public-key-file", "", "file holding a PEM public key (RSA, ECDSA or Ed25519) that verifies tokens")
+	fs.StringVar(&c.JWT.Audience, "jwt-audience", "", "if set, tokens must carry this aud")
+	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", "", "if set, tokens must carry this iss")
+	fs.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token (instead of --admin-token)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain) to serve HTTPS and wss:// with; reloaded when it changes")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -117,7 +139,51 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	default:
 		return nil, errors.New("log-format must be json or console")
 	}
+	if err := c.identity(secretFile, prevSecretFile, adminTokenFile); err != nil {
+		return nil, err
+	}
 	return c, c.validate()
+}
+
+// identity checks the identity and TLS settings and reads the admin token
+// file.
+func (c *Config) identity(secretFile, prevSecretFile, adminTokenFile string) error {
+	for _, f := range []string{secretFile, prevSecretFile} {
+		if f != "" {
+			c.JWT.SecretFiles = append(c.JWT.SecretFiles, f)
+		}
+	}
+	switch c.Auth {
+	case "none":
+		if len(c.JWT.SecretFiles) > 0 || c.JWT.PublicKeyFile != "" || c.JWT.Audience != "" || c.JWT.Issuer != "" {
+			return errors.New("the --jwt-* flags need --auth=jwt (auth is none: anyone may join)")
+		}
+	case "jwt":
+		if secretFile == "" && c.JWT.PublicKeyFile == "" {
+			return errors.New("--auth=jwt needs --jwt-secret-file or --jwt-public-key-file")
+		}
+		if prevSecretFile != "" && secretFile == "" {
+			return errors.New("--jwt-previous-secret-file needs --jwt-secret-file")
+		}
+	default:
+		return errors.New("auth must be none or jwt")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	if adminTokenFile != "" {
+		if c.AdminToken != "" {
+			return errors.New("set --admin-token or --admin-token-file, not both")
+		}
+		b, err := os.ReadFile(adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin-token-file: %w", err)
+		}
+		if c.AdminToken = strings.TrimSpace(string(b)); c.AdminToken == "" {
+			return fmt.Errorf("admin-token-file %s is empty", adminTokenFile)
+		}
+	}
+	return nil
 }
 
 func (c *Config) validate() error {

@@ -283,6 +283,8 @@ var (
 	rejectReasons = []string{
 		"missing_id", "repeated_id", "bad_id", "missing_groupname", "repeated_groupname", "bad_group",
 		"bad_query", "origin", "bad_origin", "not_upgrade", "bad_version", "bad_key", "method", "draining", "accept",
+		// authentication (SPEC section 9)
+		"auth_missing", "auth_malformed", "auth_invalid", "auth_expired", "auth_id", "auth_group", "bad_subprotocol",
 	}
 	evictReasons = []string{"queue_full", "write_timeout"}
 )
