@@ -218,11 +218,11 @@ var (
 		"missing token: send Authorization: Bearer <token>, the subprotocols wsproxy and wsproxy.bearer.<token>, or ?token=<token>",
 		"auth_missing"}
 	RefuseMalformed = &Refusal{http.StatusUnauthorized, "malformed token", "auth_malformed"}
-	RefuseInvalid = &Refusal{http.StatusUnauthorized, "invalid token", "auth_invalid"}
-	RefuseExpired = &Refusal{http.StatusUnauthorized, "token expired", "auth_expired"}
-	RefuseNotYet = &Refusal{http.StatusUnauthorized, "token not valid yet", "auth_invalid"}
-	RefuseID    = &Refusal{http.StatusForbidden, "id does not match the token's subject", "auth_id"}
-	RefuseGroup = &Refusal{http.StatusForbidden, "group not allowed by the token", "auth_group"}
+	RefuseInvalid   = &Refusal{http.StatusUnauthorized, "invalid token", "auth_invalid"}
+	RefuseExpired   = &Refusal{http.StatusUnauthorized, "token expired", "auth_expired"}
+	RefuseNotYet    = &Refusal{http.StatusUnauthorized, "token not valid yet", "auth_invalid"}
+	RefuseID        = &Refusal{http.StatusForbidden, "id does not match the token's subject", "auth_id"}
+	RefuseGroup     = &Refusal{http.StatusForbidden, "group not allowed by the token", "auth_group"}
 	// RefuseSubprotocol: a bearer subprotocol offered without "wsproxy",
 	// which the proxy answers with (a browser fails a handshake whose
 	// answer names none of the protocols it offered).
