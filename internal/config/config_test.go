@@ -3,11 +3,14 @@ package config_test
 import (
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 )
@@ -139,6 +142,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:        "info",
 		LogFormat:       "",
 		ShutdownTimeout: 10 * time.Second,
+		Auth:            "none",
 		Forward: forward.Options{
 			MaxMessageBytes:    0,
 			BufferBytes:        1 << 20,
@@ -175,6 +179,15 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		"shutdown-timeout":     "1m",
 		"allowed-origins":      "*.example.com, https://app.example.org",
 		"admin-token":          "s3cret",
+		// identity and TLS
+		"auth":                     "jwt",
+		"jwt-secret-file":          "/run/secrets/jwt",
+		"jwt-previous-secret-file": "/run/secrets/jwt.old",
+		"jwt-public-key-file":      "/run/secrets/jwt.pem",
+		"jwt-audience":             "wsproxy",
+		"jwt-issuer":               "https://id.example",
+		"tls-cert-file":            "/etc/tls/cert.pem",
+		"tls-key-file":             "/etc/tls/key.pem",
 	}
 	vars := map[string]string{}
 	var args []string
@@ -193,6 +206,15 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		LogFormat:       "console",
 		ShutdownTimeout: time.Minute,
 		AdminToken:      "s3cret",
+		Auth:            "jwt",
+		JWT: auth.Options{
+			SecretFiles:   []string{"/run/secrets/jwt", "/run/secrets/jwt.old"},
+			PublicKeyFile: "/run/secrets/jwt.pem",
+			Audience:      "wsproxy",
+			Issuer:        "https://id.example",
+		},
+		TLSCertFile: "/etc/tls/cert.pem",
+		TLSKeyFile:  "/etc/tls/key.pem",
 		Forward: forward.Options{
 			MaxMessageBytes:    64 << 20,
 			BufferBytes:        256 << 10,
@@ -287,6 +309,17 @@ func TestInvalid(t *testing.T) {
 		{"negative shutdown timeout", []string{"--shutdown-timeout=-1s"}, nil, []string{"shutdown-timeout", "negative"}},
 		{"zero ping timeout", []string{"--ping-timeout=0"}, nil, []string{"ping-timeout"}},
 		{"negative ping timeout env", nil, map[string]string{"PROXY_PING_TIMEOUT": "-1s"}, []string{"ping-timeout"}},
+		// identity and TLS
+		{"bad auth", []string{"--auth=basic"}, nil, []string{"auth", "none or jwt"}},
+		{"jwt without a key", []string{"--auth=jwt"}, nil, []string{"--jwt-secret-file", "--jwt-public-key-file"}},
+		{"key without jwt", []string{"--jwt-secret-file=/x"}, nil, []string{"--auth=jwt"}},
+		{"audience without jwt", nil, map[string]string{"PROXY_JWT_AUDIENCE": "a"}, []string{"--auth=jwt"}},
+		{"previous secret alone", []string{"--auth=jwt", "--jwt-previous-secret-file=/x", "--jwt-public-key-file=/y"}, nil, []string{"--jwt-previous-secret-file needs --jwt-secret-file"}},
+		{"cert without key", []string{"--tls-cert-file=/c"}, nil, []string{"--tls-cert-file", "--tls-key-file"}},
+		{"key without cert", []string{"--tls-key-file=/k"}, nil, []string{"--tls-cert-file", "--tls-key-file"}},
+		{"admin token twice", []string{"--admin-token=a", "--admin-token-file=/dev/null"}, nil, []string{"--admin-token", "--admin-token-file"}},
+		{"admin token file missing", []string{"--admin-token-file=/nonexistent/token"}, nil, []string{"admin-token-file", "/nonexistent/token"}},
+		{"admin token file empty", []string{"--admin-token-file=/dev/null"}, nil, []string{"admin-token-file", "empty"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -311,5 +344,19 @@ func TestPingsOffAllowsZeroTimeout(t *testing.T) {
 	c := parse(t, []string{"--ping-interval=0", "--ping-timeout=0"}, nil)
 	if c.Forward.PingInterval != 0 {
 		t.Errorf("PingInterval = %v", c.Forward.PingInterval)
+	}
+}
+
+// TestAdminTokenFile: the admin token is read from its file, white space
+// trimmed, and the error for an unreadable one names the file, never content.
+func TestAdminTokenFile(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "admin")
+	if err := os.WriteFile(p, []byte("  from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := parse(t, nil, map[string]string{"PROXY_ADMIN_TOKEN_FILE": p})
+	if c.AdminToken != "from-a-file" {
+		t.Errorf("AdminToken = %q, want the file's", c.AdminToken)
 	}
 }
