@@ -563,6 +563,10 @@ func TestTLS(t *testing.T) {
 	}
 	exchange("over wss")
 
+	// The container health check works over TLS on loopback.
+	if err := run(context.Background(), []string{"healthcheck", "--url", p.base + "/healthz"}, env(nil), io.Discard, io.Discard); err != nil {
+		t.Errorf("healthcheck over TLS: %v", err)
+	}
 	// Nothing below TLS 1.2.
 	if c, err := tls.Dial("tcp", p.addr(), &tls.Config{RootCAs: roots, MaxVersion: tls.VersionTLS11}); err == nil {
 		c.Close()

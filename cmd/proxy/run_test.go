@@ -524,6 +524,16 @@ func TestRunHelp(t *testing.T) {
 		"shutdown-timeout":     `(default "10s")`,
 		"allowed-origins":      "(default: none)",
 		"admin-token":          "(default: none)",
+		// SPEC section 9
+		"auth":                     `(default "none")`,
+		"jwt-secret-file":          "(default: none)",
+		"jwt-previous-secret-file": "(default: none)",
+		"jwt-public-key-file":      "(default: none)",
+		"jwt-audience":             "(default: none)",
+		"jwt-issuer":               "(default: none)",
+		"admin-token-file":         "(default: none)",
+		"tls-cert-file":            "(default: none)",
+		"tls-key-file":             "(default: none)",
 	} {
 		head := fmt.Sprintf("--%s [%s]\n", flag, config.EnvName(flag))
 		i := strings.Index(got, head)
@@ -536,8 +546,8 @@ func TestRunHelp(t *testing.T) {
 			t.Errorf("--%s: usage %q lacks its default %s", flag, usage, def)
 		}
 	}
-	if n := strings.Count(got, "\n  --"); n != 14 {
-		t.Errorf("--help lists %d flags, want the 14 of SPEC section 7", n)
+	if n := strings.Count(got, "\n  --"); n != 23 {
+		t.Errorf("--help lists %d flags, want the 14 of SPEC section 7 and 9 of section 9", n)
 	}
 }
 
