@@ -248,7 +248,11 @@ func (v *Verifier) Verify(token string, now time.Time) (*Claims, *Refusal) {
 		// exp, the wrong audience or issuer.
 		return nil, RefuseInvalid
 	}
-	// exp without leeway (see Leeway).
+	// exp without leeway (see Leeway). (The parser requires exp; this
+	// does not rely on it.)
+	if c.ExpiresAt == nil {
+		return nil, RefuseInvalid
+	}
 	if !now.Before(c.ExpiresAt.Time) {
 		return nil, RefuseExpired
 	}
