@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/wsproxy/wsproxy/internal/leakcheck"
 )
 
 const secret = "0123456789abcdef0123456789abcdef-test-secret"
@@ -372,3 +374,5 @@ func BenchmarkAuthorize(b *testing.B) {
 		}
 	}
 }
+
+func TestMain(m *testing.M) { leakcheck.Main(m) }

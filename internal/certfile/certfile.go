@@ -19,6 +19,7 @@ const CheckInterval = 2 * time.Second
 type Reloader struct {
 	// Static after New.
 	certFile, keyFile string
+	interval          time.Duration // CheckInterval, but in tests
 
 	mu      sync.Mutex
 	cert    *tls.Certificate
@@ -35,7 +36,7 @@ type stamp struct {
 
 // New loads the certificate and its key (PEM). It fails if they do not load.
 func New(certFile, keyFile string) (*Reloader, error) {
-	r := &Reloader{certFile: certFile, keyFile: keyFile}
+	r := &Reloader{certFile: certFile, keyFile: keyFile, interval: CheckInterval}
 	st, err := r.stat()
 	if err != nil {
 		return nil, err
@@ -68,7 +69,7 @@ func (r *Reloader) stat() (stamp, error) {
 func (r *Reloader) Certificate() (cert *tls.Certificate, reloaded bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if time.Since(r.checked) < CheckInterval {
+	if time.Since(r.checked) < r.interval {
 		return r.cert, false, nil
 	}
 	r.checked = time.Now()
