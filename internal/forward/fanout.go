@@ -2,6 +2,7 @@ package forward
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/wsproxy/wsproxy/internal/group"
 	"github.com/wsproxy/wsproxy/internal/message"
@@ -41,6 +42,15 @@ func (f Sender) held(n int64) {
 	if f.sess != nil {
 		f.sess.SetHeld(n)
 	}
+}
+
+// pinned is what the sender's messages pin of the memory budget (nil for
+// the API).
+func (f Sender) pinned() *atomic.Int64 {
+	if f.sess != nil {
+		return f.sess.Pinned()
+	}
+	return nil
 }
 
 // recipients are who a message goes to, fixed when the message starts (SPEC

@@ -442,3 +442,19 @@ func TestMemoryVictimIsTheSlowest(t *testing.T) {
 		t.Errorf("evictions{memory} = %v, want 2", n)
 	}
 }
+
+// TestMemoryReserveForSmallHolders: with the budget spent down to its
+// reserve by others, members whose messages pin little still get memory and
+// keep flowing.
+func TestMemoryReserveForSmallHolders(t *testing.T) {
+	const limit = 8 << 20
+	ts := startServer(t, func(o *Options) { o.MemoryBudget = limit })
+	// Others hold everything but the reserve (and hold it for the test).
+	taken := int64(limit - limit/8)
+	if !ts.budget.TryAcquire(taken, false) {
+		t.Fatal("could not take the budget")
+	}
+	defer ts.budget.Release(taken)
+	d := bystanders(t, ts, 200, 1<<10)
+	t.Logf("200 messages in %v from the reserve", d)
+}

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -76,15 +77,19 @@ func slow(held int64, rate float64) bool {
 // reserve acquires n bytes of the memory budget for src's message, waiting
 // while it is spent. The sender is parked meanwhile. It fails with
 // errAbandoned if the source goes away first.
+//
+// A member whose messages pin less than minVictimBytes has priority: the
+// budget's last eighth is kept for such senders, so that a group whose
+// members keep up goes on while others fill the budget (and are closed).
 func (s *Server) reserve(src *source, from Sender, n int64) error {
-	if s.budget.TryAcquire(n) {
+	if s.budget.TryAcquire(n, from.priority()) {
 		return nil
 	}
 	from.park()
 	if from.sess != nil {
 		from.sess.SetMemoryWait(true)
 	}
-	err := s.budget.Acquire(n, src.stop)
+	err := s.budget.AcquireFunc(n, from.priority, src.stop)
 	if from.sess != nil {
 		from.sess.SetMemoryWait(false)
 	}
@@ -169,4 +174,19 @@ func (s *Server) evictForMemory(seen map[*session.Session]*progress) {
 		return
 	}
 	victim.Evict(session.EvictMemory)
+}
+
+// priority reports whether the sender's messages pin so little of the
+// budget that it may take from its reserve.
+func (f Sender) priority() bool {
+	return f.sess != nil && f.sess.Pinned().Load() < minVictimBytes
+}
+
+// streamOwner is who a stream's ring is charged to: its sender, when there is
+// a budget.
+func (s *Server) streamOwner(from Sender) *atomic.Int64 {
+	if s.budget == nil {
+		return nil
+	}
+	return from.pinned()
 }

@@ -98,7 +98,9 @@ func (s *Server) relay(src *source, from Sender, to recipients) (int, error) {
 		return 0, err
 	}
 	b := message.GetBuf(first)
-	b.Charge(s.budget)
+	if s.budget != nil {
+		b.Charge(s.budget, from.pinned())
+	}
 	b.Type = src.typ
 	grown := false
 	for {
@@ -171,7 +173,7 @@ func (s *Server) relayStream(src *source, from Sender, to recipients, head *mess
 		return 0, err
 	}
 	from.held(int64(s.rings.Size()))
-	p := &producer{src: src, from: from, st: message.NewStream(src.typ, s.rings), text: src.typ == websocket.MessageText}
+	p := &producer{src: src, from: from, st: message.NewStreamOwned(src.typ, s.rings, s.streamOwner(from)), text: src.typ == websocket.MessageText}
 	placed := s.openStream(from, to, p.st)
 	if src.watch != nil {
 		src.watch.holding(func() bool { return holdsOthers(placed) })

@@ -12,10 +12,15 @@ import (
 // budget, waiting while the budget is spent; the memory is given back when
 // the Buf's last holder releases it or the ring returns to its pool.
 //
+// The last eighth of the budget is a reserve that only priority
+// acquisitions may take: the owner gives priority to those who hold little,
+// so that they are not held up behind those who hold much.
+//
 // A nil *Budget is no limit: every method is a no-op on it.
 type Budget struct {
-	limit int64
-	used  atomic.Int64
+	limit   int64
+	reserve int64
+	used    atomic.Int64
 
 	// Waiters register under mu and take freed, which Release closes (and
 	// replaces) when anyone waits, so that no release is missed.
@@ -34,7 +39,7 @@ func NewBudget(limit int64, onWait func()) *Budget {
 	if limit <= 0 {
 		return nil
 	}
-	return &Budget{limit: limit, freed: make(chan struct{}), onWait: onWait}
+	return &Budget{limit: limit, reserve: limit / 8, freed: make(chan struct{}), onWait: onWait}
 }
 
 // Limit is the budget's size in bytes.
@@ -72,16 +77,21 @@ func (b *Budget) Waiting() (int, time.Time) {
 	return int(b.waiting.Load()), b.since
 }
 
-// TryAcquire acquires n bytes if the budget has them. Whatever the limit, an
+// TryAcquire acquires n bytes if the budget has them: up to the limit with
+// priority, else up to the limit less the reserve. Whatever the limit, an
 // acquisition succeeds when nothing else is held, so that one message larger
 // than the budget can still pass, alone.
-func (b *Budget) TryAcquire(n int64) bool {
+func (b *Budget) TryAcquire(n int64, priority bool) bool {
 	if b == nil {
 		return true
 	}
+	max := b.limit
+	if !priority {
+		max -= b.reserve
+	}
 	for {
 		u := b.used.Load()
-		if u > 0 && u+n > b.limit {
+		if u > 0 && u+n > max {
 			return false
 		}
 		if b.used.CompareAndSwap(u, u+n) {
@@ -93,10 +103,17 @@ func (b *Budget) TryAcquire(n int64) bool {
 	}
 }
 
-// Acquire acquires n bytes, waiting while the budget is spent. It returns
-// ErrStopped, having acquired nothing, if stop closes first.
-func (b *Budget) Acquire(n int64, stop <-chan struct{}) error {
-	if b.TryAcquire(n) {
+// Acquire acquires n bytes as TryAcquire does, waiting while the budget is
+// spent. It returns ErrStopped, having acquired nothing, if stop closes
+// first.
+func (b *Budget) Acquire(n int64, priority bool, stop <-chan struct{}) error {
+	return b.AcquireFunc(n, func() bool { return priority }, stop)
+}
+
+// AcquireFunc is Acquire with the priority asked again at every attempt (a
+// waiter's priority may change while it waits).
+func (b *Budget) AcquireFunc(n int64, priority func() bool, stop <-chan struct{}) error {
+	if b.TryAcquire(n, priority()) {
 		return nil
 	}
 	b.mu.Lock()
@@ -111,7 +128,7 @@ func (b *Budget) Acquire(n int64, stop <-chan struct{}) error {
 	defer b.waiting.Add(-1)
 	for {
 		// Checked after registering: a release from now on closes ch.
-		if b.TryAcquire(n) {
+		if b.TryAcquire(n, priority()) {
 			return nil
 		}
 		select {

@@ -2,13 +2,14 @@ package message
 
 import (
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 func TestBudgetNilIsNoLimit(t *testing.T) {
 	var b *Budget
-	if !b.TryAcquire(1<<40) || b.Acquire(1<<40, nil) != nil {
+	if !b.TryAcquire(1<<40, true) || b.Acquire(1<<40, true, nil) != nil {
 		t.Fatal("a nil budget refused")
 	}
 	b.Release(1 << 40)
@@ -22,14 +23,14 @@ func TestBudgetNilIsNoLimit(t *testing.T) {
 func TestBudgetBounds(t *testing.T) {
 	waits := make(chan struct{}, 10)
 	b := NewBudget(100, func() { waits <- struct{}{} })
-	if !b.TryAcquire(60) || !b.TryAcquire(40) {
+	if !b.TryAcquire(60, true) || !b.TryAcquire(40, true) {
 		t.Fatal("acquisitions within the limit refused")
 	}
-	if b.TryAcquire(1) {
+	if b.TryAcquire(1, true) {
 		t.Fatal("acquired past the limit")
 	}
 	got := make(chan error, 1)
-	go func() { got <- b.Acquire(30, nil) }()
+	go func() { got <- b.Acquire(30, true, nil) }()
 	select {
 	case <-waits: // the owner learns someone waits
 	case <-time.After(10 * time.Second):
@@ -52,7 +53,7 @@ func TestBudgetBounds(t *testing.T) {
 		t.Fatalf("Used = %d, want 70", u)
 	}
 	stop := make(chan struct{})
-	go func() { got <- b.Acquire(31, stop) }()
+	go func() { got <- b.Acquire(31, true, stop) }()
 	<-waits
 	close(stop)
 	if err := <-got; err != ErrStopped {
@@ -67,10 +68,10 @@ func TestBudgetBounds(t *testing.T) {
 // passes when nothing else is held, so it can never wait forever.
 func TestBudgetAloneMayExceed(t *testing.T) {
 	b := NewBudget(100, nil)
-	if !b.TryAcquire(500) {
+	if !b.TryAcquire(500, true) {
 		t.Fatal("a lone acquisition over the limit refused")
 	}
-	if b.TryAcquire(1) {
+	if b.TryAcquire(1, true) {
 		t.Fatal("acquired past the limit")
 	}
 	b.Release(500)
@@ -87,7 +88,7 @@ func TestBudgetConcurrent(t *testing.T) {
 			defer wg.Done()
 			for j := range 500 {
 				n := int64(1 + (i*7+j)%300)
-				if err := b.Acquire(n, nil); err != nil {
+				if err := b.Acquire(n, true, nil); err != nil {
 					t.Error(err)
 					return
 				}
@@ -108,18 +109,19 @@ func TestBudgetConcurrent(t *testing.T) {
 // and Grow moves the charge to the new Buf.
 func TestBufCharge(t *testing.T) {
 	b := NewBudget(1<<20, nil)
-	if err := b.Acquire(int64(BufSize(1000)), nil); err != nil {
+	var owner atomic.Int64
+	if err := b.Acquire(int64(BufSize(1000)), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	buf := GetBuf(1000)
-	buf.Charge(b)
+	buf.Charge(b, &owner)
 	buf.B = append(buf.B, make([]byte, cap(buf.B))...)
-	if err := b.Acquire(int64(buf.GrowSize(1)), nil); err != nil {
+	if err := b.Acquire(int64(buf.GrowSize(1)), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	buf = buf.Grow(1)
-	if u := b.Used(); u != int64(cap(buf.B)) {
-		t.Fatalf("after Grow: used %d, want the new capacity %d", u, cap(buf.B))
+	if u, o := b.Used(), owner.Load(); u != int64(cap(buf.B)) || o != u {
+		t.Fatalf("after Grow: used %d, owner %d, want the new capacity %d", u, o, cap(buf.B))
 	}
 	buf.Retain(1)
 	buf.Release()
@@ -127,8 +129,8 @@ func TestBufCharge(t *testing.T) {
 		t.Fatal("given back while a holder remains")
 	}
 	buf.Release()
-	if u := b.Used(); u != 0 {
-		t.Fatalf("after the last Release: used %d", u)
+	if u, o := b.Used(), owner.Load(); u != 0 || o != 0 {
+		t.Fatalf("after the last Release: used %d, owner %d", u, o)
 	}
 }
 
@@ -137,7 +139,7 @@ func TestBufCharge(t *testing.T) {
 func TestRingCharge(t *testing.T) {
 	b := NewBudget(1<<20, nil)
 	pool := NewRingPool(64, b)
-	if err := b.Acquire(int64(pool.Size()), nil); err != nil {
+	if err := b.Acquire(int64(pool.Size()), true, nil); err != nil {
 		t.Fatal(err)
 	}
 	st := NewStream(0, pool)
@@ -149,5 +151,48 @@ func TestRingCharge(t *testing.T) {
 	c.Detach()
 	if u := b.Used(); u != 0 {
 		t.Fatalf("used %d after the stream ended", u)
+	}
+}
+
+// TestBudgetReserve: the last eighth of the budget is for priority
+// acquisitions only.
+func TestBudgetReserve(t *testing.T) {
+	b := NewBudget(800, nil)
+	if !b.TryAcquire(700, false) {
+		t.Fatal("700 of 800 refused without priority")
+	}
+	if b.TryAcquire(1, false) {
+		t.Fatal("took from the reserve without priority")
+	}
+	if !b.TryAcquire(100, true) {
+		t.Fatal("the reserve refused a priority acquisition")
+	}
+	if b.TryAcquire(1, true) {
+		t.Fatal("acquired past the limit")
+	}
+	got := make(chan error, 1)
+	go func() { got <- b.Acquire(50, false, nil) }()
+	b.Release(100) // back to 700: still no room without priority
+	select {
+	case err := <-got:
+		t.Fatalf("Acquire without priority returned %v inside the reserve", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.Release(100)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRingOwner: a stream's ring is charged to its owner until it returns.
+func TestRingOwner(t *testing.T) {
+	var owner atomic.Int64
+	st := NewStreamOwned(0, NewRingPool(64, nil), &owner)
+	if owner.Load() != 64 {
+		t.Fatalf("owner %d, want 64", owner.Load())
+	}
+	st.Abort()
+	if owner.Load() != 0 {
+		t.Fatalf("owner %d after the stream ended", owner.Load())
 	}
 }

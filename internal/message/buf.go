@@ -42,8 +42,9 @@ type Buf struct {
 	class uint8
 
 	// budget, if set, is charged with the Buf's capacity until its last
-	// Release.
+	// Release; so is owner, if set: what its sender pins.
 	budget *Budget
+	owner  *atomic.Int64
 }
 
 // GetBuf returns an empty Buf with room for at least n bytes and one
@@ -76,9 +77,15 @@ func classFor(n int) int {
 func BufSize(n int) int { return 1 << classFor(n) }
 
 // Charge records that b's capacity, BufSize of what it was made for, was
-// acquired from bg by the caller: b's last Release gives it back. b must be
-// fresh from GetBuf and have one reference.
-func (b *Buf) Charge(bg *Budget) { b.budget = bg }
+// acquired from bg by the caller, and adds it to owner (if not nil): b's last
+// Release gives it back to both. b must be fresh from GetBuf and have one
+// reference.
+func (b *Buf) Charge(bg *Budget, owner *atomic.Int64) {
+	b.budget, b.owner = bg, owner
+	if owner != nil {
+		owner.Add(int64(cap(b.B)))
+	}
+}
 
 // Grow returns a Buf with the same contents and room for at least n more
 // bytes. b must have exactly one reference; it is released. If b is charged
@@ -91,7 +98,9 @@ func (b *Buf) Grow(n int) *Buf {
 	nb := GetBuf(b.GrowSize(n))
 	nb.B = append(nb.B, b.B...)
 	nb.Type = b.Type
-	nb.budget = b.budget
+	if b.budget != nil {
+		nb.Charge(b.budget, b.owner)
+	}
 	b.Release()
 	return nb
 }
@@ -123,6 +132,10 @@ func (b *Buf) ReleaseN(n int) {
 		if b.budget != nil {
 			b.budget.Release(int64(cap(b.B)))
 			b.budget = nil
+		}
+		if b.owner != nil {
+			b.owner.Add(-int64(cap(b.B)))
+			b.owner = nil
 		}
 		b.B = b.B[:0]
 		bufPools[b.class].Put(b)

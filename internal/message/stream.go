@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/coder/websocket"
 )
@@ -54,9 +55,10 @@ func (p *RingPool) get() *ring {
 // aborted and every Cursor is detached.
 type Stream struct {
 	// Static after construction.
-	Type websocket.MessageType
-	pool *RingPool
-	size int64
+	Type  websocket.MessageType
+	pool  *RingPool
+	size  int64
+	owner *atomic.Int64 // charged with the ring's size, if set
 
 	// r is the ring: set at construction, given back to the pool (and set
 	// to nil, under mu) once the producer has ended the message and every
@@ -78,6 +80,15 @@ type Stream struct {
 // the pool has a budget, the caller must have acquired pool.Size() bytes from
 // it: the ring gives them back when it returns to the pool.
 func NewStream(typ websocket.MessageType, pool *RingPool) *Stream {
+	return NewStreamOwned(typ, pool, nil)
+}
+
+// NewStreamOwned is NewStream that also adds the ring's size to owner (what
+// its sender pins) until the ring returns to its pool.
+func NewStreamOwned(typ websocket.MessageType, pool *RingPool, owner *atomic.Int64) *Stream {
+	if owner != nil {
+		owner.Add(int64(pool.size))
+	}
 	r := pool.get()
 	liveRings.Add(1)
 	return &Stream{
@@ -86,6 +97,7 @@ func NewStream(typ websocket.MessageType, pool *RingPool) *Stream {
 		r:     r,
 		size:  int64(len(r.b)),
 		space: make(chan struct{}, 1),
+		owner: owner,
 	}
 }
 
@@ -183,6 +195,9 @@ func (s *Stream) releaseIfDoneLocked() {
 		s.r = nil
 		liveRings.Add(-1)
 		s.pool.budget.Release(int64(s.pool.size))
+		if s.owner != nil {
+			s.owner.Add(-int64(s.pool.size))
+		}
 	}
 }
 

@@ -103,6 +103,9 @@ type Session struct {
 	held      atomic.Int64
 	heldSince atomic.Int64 // Now() when held last became non-zero
 	memWait   atomic.Bool  // the reader waits for the budget
+	// What this sender's messages pin of the budget, wherever they are
+	// (being read, queued for receivers, in a stream's ring).
+	pinned atomic.Int64
 }
 
 // New returns a session for an accepted connection; Start runs it.
@@ -314,6 +317,10 @@ func (s *Session) Held() (int64, time.Duration) {
 
 // SetMemoryWait records whether the reader waits for the memory budget.
 func (s *Session) SetMemoryWait(w bool) { s.memWait.Store(w) }
+
+// Pinned is what the sender's messages pin of the memory budget, for
+// message.Buf.Charge and message.NewStreamOwned to keep.
+func (s *Session) Pinned() *atomic.Int64 { return &s.pinned }
 
 // MemoryWait reports what SetMemoryWait recorded.
 func (s *Session) MemoryWait() bool { return s.memWait.Load() }
