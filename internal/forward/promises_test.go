@@ -425,24 +425,43 @@ func TestSlowButSteadyUpload(t *testing.T) {
 }
 
 // TestParkedSenderNotStalled: a streaming sender parked behind a frozen
-// receiver is never closed for the wait, even with --message-idle-timeout
-// shorter than --write-timeout; once the frozen receiver is evicted the
-// message goes on to the others.
+// receiver is never closed for the wait, however much longer than
+// --message-idle-timeout it lasts; once the frozen receiver is gone the
+// message goes on to the others. (The frozen receiver is kicked and drops
+// its connection, rather than being left to --write-timeout, so that the
+// write timeout can be long enough never to evict a reader the loaded
+// machine starves for a while.)
 func TestParkedSenderNotStalled(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, func(o *Options) {
 		o.BufferBytes = 8 << 10
 		o.MessageIdleTimeout = 300 * time.Millisecond
-		o.WriteTimeout = 2 * time.Second
+		o.WriteTimeout = time.Minute
 	})
 	s := dial(t, ts, "s", "g")
+	ss := ts.registry.Member("g", "s")
 	r := dial(t, ts, "r", "g")
-	dialFrozen(t, ts, "x", "g")
+	x := dialFrozen(t, ts, "x", "g")
 	msg := bytes.Repeat([]byte("0123456789abcdef"), 1<<20) // 16 MiB
 	wrote := make(chan error, 1)
 	go func() { wrote <- s.Write(context.Background(), websocket.MessageBinary, msg) }()
-	if _, got := readMsg(t, r, time.Minute); !bytes.Equal(got, msg) {
-		t.Fatalf("got %d bytes", len(got))
+	got := make(chan []byte, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		_, b, _ := r.Read(ctx)
+		got <- b
+	}()
+	// Parked on x for over three idle timeouts (which the stall watch
+	// judges once per timeout), then x goes.
+	waitFor(t, time.Minute, "the sender parked", func() bool { p, _ := ss.Parks(); return p })
+	time.Sleep(time.Second)
+	if err := ts.Kick("g", "x"); err != nil {
+		t.Fatal(err)
+	}
+	x.drop() // its writer, in the middle of a frame, lets go of the ring
+	if b := <-got; !bytes.Equal(b, msg) {
+		t.Fatalf("got %d bytes", len(b))
 	}
 	if err := <-wrote; err != nil {
 		t.Fatal(err)
@@ -460,43 +479,65 @@ func TestPingInFlightWhenParked(t *testing.T) {
 	t.Parallel()
 	ts := startServer(t, func(o *Options) {
 		o.SendQueueBytes = 64 << 10
-		o.WriteTimeout = 2 * time.Second
+		// Long: nobody is evicted by it; the frozen receivers are kicked.
+		o.WriteTimeout = time.Minute
 		o.PingInterval = 20 * time.Millisecond
 		o.PingTimeout = 300 * time.Millisecond
 	})
 	s := dial(t, ts, "s", "g")
 	ss := ts.registry.Member("g", "s")
 	r := dial(t, ts, "r", "g")
-	results := make(chan []int, 1)
-	go func() { seqs, _ := collect(r, 2*time.Minute); results <- seqs }()
+	type result struct {
+		seqs []int
+		err  error
+	}
+	results := make(chan result, 1)
+	go func() { seqs, err := collect(r, 2*time.Minute); results <- result{seqs, err} }()
 	s.CloseRead(context.Background()) // the sender's client answers pings
 
-	seq := 0
-	for round := range 5 {
-		x := dialFrozen(t, ts, fmt.Sprintf("x%d", round), "g")
-		xs := ts.registry.Member("g", fmt.Sprintf("x%d", round))
+	// The sender writes until told to stop, then says "end" itself (its
+	// messages reach r in the order it sent them).
+	stop := make(chan struct{})
+	sent := make(chan int, 1)
+	go func() {
+		seq := 0
+		defer func() { sent <- seq }()
 		for {
-			if code, _, _ := xs.CloseStatus(); code != 0 {
-				break
+			select {
+			case <-stop:
+				_ = s.Write(context.Background(), websocket.MessageText, []byte("end"))
+				return
+			default:
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			err := s.Write(ctx, websocket.MessageBinary, seqMsg(seq, 16<<10))
-			cancel()
-			if err != nil {
-				t.Fatalf("round %d: sender: %v (closed with %v)", round, err, fmt.Sprint(ss.CloseStatus()))
+			if s.Write(context.Background(), websocket.MessageBinary, seqMsg(seq, 16<<10)) != nil {
+				return
 			}
 			seq++
 		}
+	}()
+	for round := range 5 {
+		id := fmt.Sprintf("x%d", round)
+		x := dialFrozen(t, ts, id, "g")
+		// Parked on x, with pings going out, for over three ping
+		// timeouts; then x goes.
+		waitFor(t, time.Minute, "the sender parked", func() bool { p, _ := ss.Parks(); return p })
+		time.Sleep(time.Second)
+		if err := ts.Kick("g", id); err != nil {
+			t.Fatal(err)
+		}
 		x.drop()
+		if code, reason, _ := ss.CloseStatus(); code != 0 {
+			t.Fatalf("round %d: sender closed with %d %q", round, code, reason)
+		}
 	}
+	close(stop)
+	seq := <-sent
 	if code, reason, _ := ss.CloseStatus(); code != 0 {
 		t.Fatalf("sender closed with %d %q", code, reason)
 	}
-	waitFor(t, time.Minute, "the sender's messages relayed", func() bool { return ss.Stats().MessagesIn == int64(seq) })
-	writeMsg(t, dial(t, ts, "end", "g"), websocket.MessageText, []byte("end"))
-	seqs := <-results
-	if err := contiguous(seqs); err != nil || len(seqs) != seq {
-		t.Fatalf("r got %d of %d: %v", len(seqs), seq, err)
+	res := <-results
+	if err := contiguous(res.seqs); err != nil || len(res.seqs) != seq || res.err != nil {
+		t.Fatalf("r got %d of %d: %v (collect: %v)", len(res.seqs), seq, err, res.err)
 	}
 }
 
