@@ -333,7 +333,9 @@ func (c *Client) read(ctx context.Context, conn *Conn, q *queue) error {
 		}
 		b, err := m.Bytes(c.cfg.MaxTextBytes)
 		if errors.Is(err, ErrTooLarge) {
-			q.push(item{event: func(ctx context.Context) { c.report(ctx, errors.New("client: a text message over MaxTextBytes was discarded")) }})
+			q.push(item{event: func(ctx context.Context) {
+				c.report(ctx, errors.New("client: a text message over MaxTextBytes was discarded"))
+			}})
 			continue
 		}
 		if err != nil {

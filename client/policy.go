@@ -51,10 +51,10 @@ const (
 type Action string
 
 const (
-	Stop       Action = "stop"         // do not reconnect
-	Now        Action = "now"          // reconnect at once
-	Later      Action = "later"        // after a random 1-5 s
-	Backoff    Action = "backoff"      // after Backoff
+	Stop       Action = "stop"          // do not reconnect
+	Now        Action = "now"           // reconnect at once
+	Later      Action = "later"         // after a random 1-5 s
+	Backoff    Action = "backoff"       // after Backoff
 	BackoffMin Action = "backoff >= 5s" // Backoff, but at least 5 s
 )
 
