@@ -42,6 +42,7 @@ Usage:
   wsproxy-cli receive [flags] --dir DIR  save the files sent to the group, verified
   wsproxy-cli watch   [flags]            presence (not available yet: the proxy has no /ws/events)
   wsproxy-cli help [COMMAND]
+  (flags without a command mean chat)
 
 Flags every command takes (each also from the environment; a flag wins):
   --url URL          the proxy's WebSocket endpoint (WSPROXY_URL; default ws://127.0.0.1:8080/ws)
@@ -87,6 +88,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return exitUsage
 	}
 	cmd, rest := args[0], args[1:]
+	if strings.HasPrefix(cmd, "-") && cmd != "-h" && cmd != "-help" && cmd != "--help" {
+		cmd, rest = "chat", args // flags and no command: chat, as the first wsproxy-cli did
+	}
 	commands := map[string]func(context.Context, *env, []string) int{
 		"chat": chat, "pipe": pipe, "send": send, "receive": receive, "watch": watch,
 	}
