@@ -346,3 +346,48 @@ func TestHandlersRunInOrder(t *testing.T) {
 		}
 	}
 }
+
+// A message cut by a lost connection fails for its sender and is never sent
+// again after the reconnect: the first thing a new member hears is what
+// the client sends next.
+func TestNoResendAfterReconnect(t *testing.T) {
+	p := proxytest.Start(t)
+	a := newClient(p, "a", func(cfg *client.ClientConfig) {
+		cfg.Policy = func(r client.Retry) (time.Duration, bool) { return 10 * time.Millisecond, true }
+	})
+	run(t, a)
+	connected(t, p, a)
+	ctx := ctxT(t)
+	w, err := a.Writer(ctx, client.Binary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(make([]byte, 2<<20)); err != nil { // streamed: the proxy holds the group for it
+		t.Fatal(err)
+	}
+	p.Restart() // gives up on the message after its shutdown timeout, then 1001
+	var werr error
+	for deadline := time.Now().Add(20 * time.Second); werr == nil && time.Now().Before(deadline); {
+		_, werr = w.Write(make([]byte, 32<<10))
+		time.Sleep(time.Millisecond)
+	}
+	if cerr := w.Close(); werr == nil {
+		werr = cerr
+	}
+	var ce *client.CloseError
+	if !errors.As(werr, &ce) && !errors.Is(werr, client.ErrConnectionLost) {
+		t.Fatalf("the cut message: %v, want a close error or ErrConnectionLost", werr)
+	}
+	p.WaitMember(t, "g", "a") // reconnected to the new proxy
+	b := dial(t, p, "b", "g")
+	if err := a.Send(ctx, client.Text, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	m, err := b.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := m.Bytes(1 << 20); m.Type != client.Text || string(got) != "after" {
+		t.Fatalf("b first got a %v message of %d bytes", m.Type, len(got))
+	}
+}
