@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/wsproxy/wsproxy/client"
 	"github.com/wsproxy/wsproxy/internal/utf8stream"
@@ -82,6 +83,17 @@ Ending stdin does not end receiving: pipe runs until --count messages arrived, u
 			}
 			if ctx.Err() != nil {
 				return exitOK
+			}
+			if sent != nil { // the sender may have closed the connection: its error says why
+				t := time.NewTimer(200 * time.Millisecond)
+				select {
+				case serr := <-sent:
+					if serr != nil {
+						err = serr
+					}
+				case <-t.C:
+				}
+				t.Stop()
 			}
 			return e.fail(err)
 		}
