@@ -54,7 +54,8 @@ type Client struct {
 	onBinary func(context.Context, *Message) error
 
 	mu      sync.Mutex
-	started bool
+	started bool          // handlers can no longer be registered
+	ran     bool          // Run has been called
 	conn    *Conn         // the current connection, nil between connections
 	up      chan struct{} // closed when conn is set; replaced when it ends
 	pending map[string]chan *Envelope
@@ -121,7 +122,8 @@ func (c *Client) OnBinary(h func(ctx context.Context, m *Message) error) {
 func (c *Client) ID() string { return c.cfg.ID }
 
 // Close ends Run (its connection is closed with 1000). It does not wait:
-// Run returns once the handler running now, if any, has returned.
+// Run returns once the handler running now, if any, has returned. Called
+// before Run, it makes Run return nil at once.
 func (c *Client) Close() {
 	c.mu.Lock()
 	cancel := c.cancel
@@ -202,9 +204,16 @@ func (c *Client) SendStream(ctx context.Context, typ MessageType, r io.Reader) (
 func (c *Client) Run(ctx context.Context) error {
 	c.mu.Lock()
 	if c.started {
+		early := c.cancel == nil && !c.ran
+		c.ran = true
 		c.mu.Unlock()
-		return errors.New("client: Run called twice, or after Close")
+		if early { // Close came first
+			close(c.done)
+			return nil
+		}
+		return errors.New("client: Run called twice")
 	}
+	c.ran = true
 	c.started = true
 	ctx, cancel := context.WithCancel(ctx)
 	c.cancel = cancel

@@ -391,3 +391,21 @@ func TestNoResendAfterReconnect(t *testing.T) {
 		t.Fatalf("b first got a %v message of %d bytes", m.Type, len(got))
 	}
 }
+
+// Close before Run: Run returns at once, and Done is closed.
+func TestCloseBeforeRun(t *testing.T) {
+	p := proxytest.Start(t)
+	c := newClient(p, "early")
+	c.Close()
+	if err := c.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Done not closed")
+	}
+	if err := c.Run(context.Background()); err == nil {
+		t.Fatal("a second Run was accepted")
+	}
+}
