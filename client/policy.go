@@ -59,7 +59,7 @@ const (
 )
 
 // CloseAction is the shared policy for a close code: the last column of
-// the table in docs/protocol.md section 6.1, which the browser page follows
+// the table in docs/protocol.md section 6, Reconnecting, which the browser page follows
 // too. 1006 stands for a connection lost without a close frame.
 func CloseAction(code int) Action {
 	switch code {
@@ -93,7 +93,7 @@ func HTTPAction(status int) Action {
 }
 
 // DefaultPolicy is the project's shared reconnect policy (docs/protocol.md
-// section 6.1): CloseAction and HTTPAction, with these refinements: a
+// section 6, Reconnecting): CloseAction and HTTPAction, with these refinements: a
 // Retry-After is obeyed; a 401 is retried at once only with a TokenSource
 // and only once in a row; a 4005 (token expired) is retried at once the
 // first time, then backs off; a network error before any close frame backs

@@ -27,14 +27,19 @@ func TestBinary(t *testing.T) {
 	}
 	checkLeaks(t)
 	bin := filepath.Join(t.TempDir(), "proxy")
-	if out, err := exec.Command(goTool, "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	// The version as `make build` sets it from git describe.
+	ldflags := "-X github.com/wsproxy/wsproxy/internal/version.tag=" + binaryVersion
+	if out, err := exec.Command(goTool, "build", "-ldflags", ldflags, "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 
 	t.Run("FlagsEnvAndSIGTERM", func(t *testing.T) { testBinarySIGTERM(t, bin) })
+	t.Run("SIGINT", func(t *testing.T) { testBinarySIGINT(t, bin) })
+	t.Run("Version", func(t *testing.T) { testBinaryVersion(t, bin) })
 	t.Run("SecondSignal", func(t *testing.T) { testBinarySecondSignal(t, bin) })
 	t.Run("Healthcheck", func(t *testing.T) { testBinaryHealthcheck(t, bin) })
 	t.Run("InvalidConfig", func(t *testing.T) { testBinaryInvalid(t, bin) })
+	t.Run("FloodAtDescriptorLimit", func(t *testing.T) { testBinaryFloodAtDescriptorLimit(t, bin) })
 }
 
 // process is the proxy binary running.
@@ -226,8 +231,9 @@ func testBinaryHealthcheck(t *testing.T, bin string) {
 	}
 }
 
-// testBinaryInvalid: bad settings exit non-zero with a message naming them,
-// before listening; --help exits 0.
+// testBinaryInvalid: bad settings exit 2 before listening, with the error
+// alone on stderr (no usage before it to scroll it away) and a pointer to
+// --help after it; --help exits 0.
 func testBinaryInvalid(t *testing.T, bin string) {
 	tests := []struct {
 		name string
@@ -235,23 +241,23 @@ func testBinaryInvalid(t *testing.T, bin string) {
 		env  []string
 		want string
 	}{
-		{"unknown flag", []string{"--bogus"}, nil, "bogus"},
-		{"bad size", []string{"--send-queue-bytes=lots"}, nil, "send-queue-bytes"},
-		{"bad env", nil, []string{"PROXY_SLOW_CONSUMER=drop"}, "slow-consumer"},
-		{"bad duration env", nil, []string{"PROXY_WRITE_TIMEOUT=soon"}, "PROXY_WRITE_TIMEOUT"},
+		{"unknown flag", []string{"--bogus"}, nil, "unknown flag --bogus"},
+		{"bad size", []string{"--send-queue-bytes=lots"}, nil, `--send-queue-bytes="lots": want a size such as 1048576, 64KiB or 8MiB`},
+		{"bad env", nil, []string{"PROXY_SLOW_CONSUMER=drop"}, `PROXY_SLOW_CONSUMER="drop": want backpressure or disconnect`},
+		{"bad duration env", nil, []string{"PROXY_WRITE_TIMEOUT=soon"}, `PROXY_WRITE_TIMEOUT="soon": want a duration such as 10s or 1m30s`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := runBinary(t, bin, append(tt.args, "--addr=127.0.0.1:0"), tt.env...)
-			if code := p.wait(t, 10*time.Second); code == 0 {
-				t.Errorf("exit code 0, want non-zero")
+			if code := p.wait(t, 10*time.Second); code != 2 {
+				t.Errorf("exit code %d, want 2", code)
 			}
-			stderr := p.stderr.String()
-			if !strings.Contains(stderr, "proxy: ") || !strings.Contains(stderr, tt.want) {
-				t.Errorf("stderr %q does not name %q", stderr, tt.want)
+			want := "proxy: " + tt.want + "\n(proxy --help lists every flag and its variable)\n"
+			if got := p.stderr.String(); got != want {
+				t.Errorf("stderr\n%q\nwant\n%q", got, want)
 			}
-			if strings.Contains(stderr, "proxy listening") {
-				t.Error("it started listening")
+			if p.stdout.String() != "" {
+				t.Errorf("stdout %q, want nothing (no usage before the error)", p.stdout)
 			}
 		})
 	}
@@ -264,4 +270,53 @@ func testBinaryInvalid(t *testing.T, bin string) {
 			t.Errorf("--help output:\n%s", p.stdout)
 		}
 	})
+}
+
+// binaryVersion is the version TestBinary's build is stamped with.
+const binaryVersion = "v0.0.0-test-g1234567"
+
+// testBinarySIGINT: Ctrl-C (SIGINT) drains, closes clients with 1001 and
+// exits 0, so `make run` ends without an error.
+func testBinarySIGINT(t *testing.T, bin string) {
+	p := startBinary(t, bin, []string{"--addr=127.0.0.1:0"}, "PROXY_LOG_FORMAT=json")
+	waitReady(t, p.addr)
+	c := dial(t, p.addr, "a", "g")
+	waitMetric(t, p.addr, "wsproxy_connections", func(v float64) bool { return v == 1 }, "== 1")
+	end := make(chan error, 1)
+	go func() { end <- closeOf(c, 10*time.Second) }()
+	p.signal(t, syscall.SIGINT)
+	if err := <-end; !isGoingAway(err) {
+		t.Errorf("client ended with %v, want 1001 going away", err)
+	}
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGINT, want 0; stderr:\n%s", code, p.stderr)
+	}
+	if _, ok := logEntry(p.stderr.String(), "shutdown complete"); !ok {
+		t.Errorf("no shutdown complete line; stderr:\n%s", p.stderr)
+	}
+}
+
+// testBinaryVersion: the version stamped at build time is what --version
+// prints, and what the start-up line and /healthz say; a PROXY_* variable
+// of the real environment that no flag reads is warned about.
+func testBinaryVersion(t *testing.T, bin string) {
+	v := runBinary(t, bin, []string{"--version"})
+	if code := v.wait(t, 10*time.Second); code != 0 || v.stdout.String() != "wsproxy "+binaryVersion+"\n" {
+		t.Errorf("--version: exit %d, stdout %q, want %q", code, v.stdout, "wsproxy "+binaryVersion+"\n")
+	}
+
+	p := startBinary(t, bin, []string{"--addr=127.0.0.1:0"}, "PROXY_LOG_FORMAT=json", "PROXY_WRITE_TIMEOUTS=5s")
+	if e, _ := logEntry(p.stderr.String(), "proxy listening"); e["version"] != binaryVersion {
+		t.Errorf("start-up line %v, want version %s", e, binaryVersion)
+	}
+	if code, body := get(t, p.addr, "/healthz"); code != 200 || !strings.Contains(body, `"version":"`+binaryVersion+`"`) {
+		t.Errorf("/healthz: %d %s, want the version %s", code, body, binaryVersion)
+	}
+	if e, ok := logEntry(p.stderr.String(), "unknown PROXY_ variable ignored: no flag reads it (proxy --help lists them)"); !ok || e["variable"] != "PROXY_WRITE_TIMEOUTS" {
+		t.Errorf("no warning naming PROXY_WRITE_TIMEOUTS; stderr:\n%s", p.stderr)
+	}
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("exit code %d after SIGTERM", code)
+	}
 }

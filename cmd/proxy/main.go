@@ -24,10 +24,14 @@ func main() {
 		os.Exit(1)
 	}()
 
-	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, os.Environ()...)
 	switch {
-	case err == nil:
+	case err == nil: // also after a clean drain on the first signal
 	case errors.Is(err, config.ErrHelp):
+	case errors.Is(err, config.ErrInvalid):
+		// Printed alone and last, so that it does not scroll away.
+		fmt.Fprintf(os.Stderr, "proxy: %v\n(proxy --help lists every flag and its variable)\n", err)
+		os.Exit(2)
 	default:
 		fmt.Fprintln(os.Stderr, "proxy:", err)
 		os.Exit(1)

@@ -175,7 +175,7 @@ func TestMetricsAfterTraffic(t *testing.T) {
 		}
 	}
 	// No metric is labelled by anything unbounded, such as a group or an id.
-	allowed := map[string]bool{"type": true, "code": true, "by": true, "reason": true, "route": true, "result": true}
+	allowed := map[string]bool{"type": true, "code": true, "by": true, "reason": true, "route": true, "result": true, "action": true}
 	for name, f := range fams {
 		if !strings.HasPrefix(name, "wsproxy_") {
 			continue

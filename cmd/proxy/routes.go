@@ -13,6 +13,7 @@ import (
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
 	"github.com/wsproxy/wsproxy/internal/metrics"
+	"github.com/wsproxy/wsproxy/internal/version"
 	"github.com/wsproxy/wsproxy/internal/web"
 )
 
@@ -21,7 +22,7 @@ func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *for
 	r := chi.NewRouter()
 	r.Handle("/ws", fwd)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok"})
+		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok", "version": version.String()})
 	})
 	r.Get("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if fwd.Draining() {

@@ -458,7 +458,7 @@ func TestRunInvalidConfig(t *testing.T) {
 		{"bad duration in env", nil, map[string]string{"PROXY_WRITE_TIMEOUT": "soon"}, "PROXY_WRITE_TIMEOUT"},
 		{"bad policy", []string{"--slow-consumer=drop"}, nil, "slow-consumer"},
 		{"bad log level", []string{"--log-level=loud"}, nil, "log-level"},
-		{"bad log level in env", nil, map[string]string{"PROXY_LOG_LEVEL": "loud"}, "log-level"},
+		{"bad log level in env", nil, map[string]string{"PROXY_LOG_LEVEL": "loud"}, "PROXY_LOG_LEVEL"},
 		{"bad log format", []string{"--log-format=xml"}, nil, "log-format"},
 		{"negative timeout", []string{"--shutdown-timeout=-1s"}, nil, "shutdown-timeout"},
 		{"bad port", []string{"--addr=127.0.0.1:99999"}, nil, "listen"},
@@ -509,7 +509,7 @@ func TestRunHelp(t *testing.T) {
 	}
 
 	// SPEC section 7 and the README's table.
-	for flag, def := range map[string]string{
+	flags := map[string]string{
 		"addr":                 `(default ":8080")`,
 		"log-level":            `(default "info")`,
 		"log-format":           "console on a terminal, json otherwise",
@@ -524,7 +524,33 @@ func TestRunHelp(t *testing.T) {
 		"shutdown-timeout":     `(default "10s")`,
 		"allowed-origins":      "(default: none)",
 		"admin-token":          "(default: none)",
-	} {
+		// SPEC section 10.
+		"max-groups":            `(default "0")`,
+		"max-members-per-group": `(default "0")`,
+		"message-rate":          `(default "0")`,
+		"message-burst":         "(default: one second's worth)",
+		"byte-rate":             `(default "0")`,
+		"byte-burst":            "(default: one second's worth, at least 64KiB)",
+		"rate-limit-action":     `(default "throttle")`,
+		"memory-limit":          "(default: half of the machine's or container's memory)",
+		// SPEC section 10: connection admission.
+		"max-connections":        "(default: derived from the descriptor limit",
+		"max-connections-per-ip": `(0: no limit) (default "0")`,
+		"connect-rate-per-ip":    `(0: no limit) (default "0")`,
+		"connect-burst-per-ip":   `(default "0")`,
+		"trusted-proxies":        "(default: none",
+		// SPEC section 9
+		"auth":                     `(default "none")`,
+		"jwt-secret-file":          "(default: none)",
+		"jwt-previous-secret-file": "(default: none)",
+		"jwt-public-key-file":      "(default: none)",
+		"jwt-audience":             "(default: none)",
+		"jwt-issuer":               "(default: none)",
+		"admin-token-file":         "(default: none)",
+		"tls-cert-file":            "(default: none)",
+		"tls-key-file":             "(default: none)",
+	}
+	for flag, def := range flags {
 		head := fmt.Sprintf("--%s [%s]\n", flag, config.EnvName(flag))
 		i := strings.Index(got, head)
 		if i < 0 {
@@ -536,8 +562,8 @@ func TestRunHelp(t *testing.T) {
 			t.Errorf("--%s: usage %q lacks its default %s", flag, usage, def)
 		}
 	}
-	if n := strings.Count(got, "\n  --"); n != 14 {
-		t.Errorf("--help lists %d flags, want the 14 of SPEC section 7", n)
+	if n := strings.Count(got, "\n  --"); n != len(flags) {
+		t.Errorf("--help lists %d flags, want the %d above", n, len(flags))
 	}
 }
 

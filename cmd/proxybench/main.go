@@ -59,6 +59,9 @@ type params struct {
 	blobFanSize           int64   // 1->9
 	slowDur               time.Duration
 	benchtime             string
+	// hostile: issue 9's memory scenarios.
+	hostileGroups, hostileHolders int
+	hostileDur                    time.Duration
 }
 
 func fullParams() params {
@@ -67,10 +70,11 @@ func fullParams() params {
 		latMeasure: 8 * time.Second, latMeasureLow: 4 * time.Second,
 		latFractions: []float64{0.5, 0.1, 0.02},
 		idleConns:    10000, idleSettle: 3 * time.Second, handshakes: 10000,
-		blobSizes:   []int64{64 << 20, 1 << 30},
-		blobFanSize: 256 << 20,
-		slowDur:     10 * time.Second,
-		benchtime:   "2s",
+		blobSizes:     []int64{64 << 20, 1 << 30},
+		blobFanSize:   256 << 20,
+		slowDur:       10 * time.Second,
+		benchtime:     "2s",
+		hostileGroups: 50, hostileHolders: 200, hostileDur: 15 * time.Second,
 	}
 }
 
@@ -81,14 +85,15 @@ func quickParams() params {
 		latMeasure: 1500 * time.Millisecond, latMeasureLow: time.Second,
 		latFractions: []float64{0.5, 0.1},
 		idleConns:    1000, idleSettle: time.Second, handshakes: 2000,
-		blobSizes:   []int64{16 << 20, 64 << 20},
-		blobFanSize: 32 << 20,
-		slowDur:     3 * time.Second,
-		benchtime:   "20000x",
+		blobSizes:     []int64{16 << 20, 64 << 20},
+		blobFanSize:   32 << 20,
+		slowDur:       3 * time.Second,
+		benchtime:     "20000x",
+		hostileGroups: 50, hostileHolders: 200, hostileDur: 5 * time.Second,
 	}
 }
 
-var allWorkloads = []string{"fanout", "latency", "idle", "handshakes", "blob", "slow", "micro"}
+var allWorkloads = []string{"fanout", "latency", "idle", "handshakes", "blob", "slow", "hostile", "micro"}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("proxybench", flag.ContinueOnError)
@@ -97,10 +102,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	only := fs.String("only", "", "comma-separated workloads to run: "+strings.Join(allWorkloads, ","))
 	keepLogs := fs.Bool("keep-logs", false, "keep the servers' logs (their directory is printed)")
 	pprofDir := fs.String("pprof", "", "directory for CPU profiles of the proxy during the fan-out and latency runs (turns on its WSPROXY_PPROF_ADDR listener)")
+	proxyArgs := fs.String("proxy-args", "", "extra flags for every wsproxy the benchmark starts, space-separated (e.g. to turn limits on)")
 	proxyOnly := fs.Bool("proxy-only", false, "run wsproxy alone: no NATS and no baselines except where a target needs one")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	proxyExtra = strings.Fields(*proxyArgs)
 	p := fullParams()
 	if *quick {
 		p = quickParams()
@@ -161,6 +168,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"handshakes", b.handshakes},
 		{"blob", b.blob},
 		{"slow", b.slow},
+		{"hostile", b.hostile},
 		{"micro", b.micro},
 	}
 	for _, st := range steps {

@@ -140,6 +140,9 @@ func startCmd(name string, bin string, args []string, logDir string, env ...stri
 // pprofEnabled makes startProxy turn on the proxy's pprof listener.
 var pprofEnabled bool
 
+// proxyExtra are flags (-proxy-args) for every proxy startProxy runs.
+var proxyExtra []string
+
 // startProxy runs the built wsproxy on a free loopback port and waits for
 // /readyz.
 func startProxy(b *binaries, logDir string, extra ...string) (*server, error) {
@@ -148,7 +151,8 @@ func startProxy(b *binaries, logDir string, extra ...string) (*server, error) {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
-	args := append([]string{"--addr", addr, "--log-format", "json"}, extra...)
+	args := append([]string{"--addr", addr, "--log-format", "json"}, proxyExtra...)
+	args = append(args, extra...)
 	var env []string
 	var pprofURL string
 	if pprofEnabled {

@@ -24,7 +24,7 @@ one line each, with the time and, when the message says so, who sent it.
 Lines are sent as {"type":"chat","from":ID,"data":LINE} envelopes (the page shows them as chat
 too), or as plain text with --plain. Ctrl-D on a terminal, /quit or Ctrl-C leaves. When stdin is
 not a terminal, its end stops sending only, unless --exit-on-eof. Reconnects by the shared policy
-(docs/protocol.md section 6.1) unless --reconnect=never.`)
+(docs/protocol.md, Reconnecting) unless --reconnect=never.`)
 	plain := fs.Bool("plain", false, "send each line as plain text, not as a chat envelope")
 	exitOnEOF := fs.Bool("exit-on-eof", false, "leave when stdin ends (the default on a terminal)")
 	reconnect := fs.String("reconnect", "auto", "auto (the shared policy) or never")

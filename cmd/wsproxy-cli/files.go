@@ -126,7 +126,7 @@ to a temporary name in DIR as it arrives (never held in memory), checked against
 SHA-256, then renamed to its own name ("name (1).ext" if that exists, unless --overwrite). A name
 with a path in it ("../x", "/etc/x", "a/b") is refused, as are hidden names and control
 characters. Binary messages that are not files, and text, are reported and skipped.
-Reconnects by the shared policy (docs/protocol.md section 6.1) unless --reconnect=never.`)
+Reconnects by the shared policy (docs/protocol.md, Reconnecting) unless --reconnect=never.`)
 	dir := fs.String("dir", ".", "the directory to save files in")
 	count := fs.Int("count", 0, "exit after this many files (0: run until Ctrl-C)")
 	overwrite := fs.Bool("overwrite", false, "replace a file of the same name")

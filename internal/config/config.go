@@ -8,11 +8,16 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
+	"os"
+	"path"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/forward"
+	"github.com/wsproxy/wsproxy/internal/limits"
 )
 
 // Config is every setting of the proxy.
@@ -22,7 +27,17 @@ type Config struct {
 	LogFormat       string // "json", "console", or "" for: console on a terminal
 	ShutdownTimeout time.Duration
 	AdminToken      string
-	Forward         forward.Options
+	// MemoryLimit is --memory-limit: Go's soft memory limit, half of which
+	// is the budget for messages (Forward.MemoryBudget). 0: no limit.
+	MemoryLimit int64
+	Forward     forward.Options
+
+	// Identity and TLS (SPEC section 9). Parse reads the admin token file;
+	// the key and certificate files are read by whoever uses them.
+	Auth        string // "none" or "jwt"
+	JWT         auth.Options
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // ErrHelp is returned when --help was asked for; the usage has been printed.
@@ -39,9 +54,11 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	c := &Config{}
 	f := &c.Forward
 	fs := flag.NewFlagSet("proxy", flag.ContinueOnError)
-	fs.SetOutput(out)
-	fs.Usage = func() {
-		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n\n"+
+	fs.SetOutput(io.Discard) // errors are returned, for the caller to print last
+	fs.Usage = func() {}     // printed for --help only, not before every error
+	usage := func() {
+		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n       proxy --version\n"+
+			"       proxy token --secret-file F --sub ID --groups 'room-*' [--ttl 1h]\n\n"+
 			"A group-based WebSocket forwarder: clients connect to /ws?id=<id>&groupName=<group>\n"+
 			"and every message reaches every other member of the group.\n\n"+
 			"Every flag can also be set by its environment variable (shown in brackets);\n"+
@@ -76,50 +93,130 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&origins, "allowed-origins", "", "comma-separated host patterns of browser origins allowed besides the proxy's own host (path.Match syntax, e.g. *.example.com)")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "if set, /api/* requires 'Authorization: Bearer <token>'")
 
-	if err := fs.Parse(args); err != nil {
+	// Limits (SPEC section 10) and the memory budget.
+	memLimit := autoSize(-1)
+	byteRate, byteBurst := size(0), size(0)
+	var rateAction string
+	fs.IntVar(&f.MaxGroups, "max-groups", 0, "most groups at once; a member that would create one more is closed with 1013 (0: no limit)")
+	fs.IntVar(&f.MaxMembersPerGroup, "max-members-per-group", 0, "most members of one group; one more is closed with 1013 (0: no limit)")
+	fs.Float64Var(&f.MessageRate, "message-rate", 0, "messages per second one connection may send (0: no limit)")
+	fs.IntVar(&f.MessageBurst, "message-burst", 0, "messages a connection may send at once above --message-rate (default: one second's worth)")
+	fs.Var(&byteRate, "byte-rate", "bytes per second one connection may send (0: no limit)")
+	fs.Var(&byteBurst, "byte-burst", "bytes a connection may send at once above --byte-rate (default: one second's worth, at least 64KiB)")
+	fs.StringVar(&rateAction, "rate-limit-action", "throttle", "over a rate: throttle (stop reading for a while) or close (1008 rate limited)")
+	fs.Var(&memLimit, "memory-limit", "the process's memory limit: Go's soft limit, and half of it bounds what messages hold (0: none) (default: half of the machine's or container's memory)")
+	// Connection admission (SPEC section 10; internal/limits): checked
+	// before the upgrade, refused with 503 or 429 and Retry-After.
+	adm := &f.Admission
+	var trustedProxies string
+	fs.IntVar(&adm.MaxConnections, "max-connections", limits.DefaultMaxConnections(),
+		"open WebSocket connections, process-wide; over it 503 + Retry-After (0: no limit) "+
+			"(default: derived from the descriptor limit: RLIMIT_NOFILE minus max(64, 10%), at most 100000)")
+	fs.IntVar(&adm.MaxConnectionsPerIP, "max-connections-per-ip", 0,
+		"open WebSocket connections per client address (IPv6: per /64); over it 429 + Retry-After (0: no limit)")
+	fs.Float64Var(&adm.ConnectRatePerIP, "connect-rate-per-ip", 0,
+		"new WebSocket connections per second per client address; over it 429 + Retry-After (0: no limit)")
+	fs.IntVar(&adm.ConnectBurstPerIP, "connect-burst-per-ip", 0,
+		"connections an address may open at once before --connect-rate-per-ip applies (0: the rate rounded up, at least 1)")
+	fs.StringVar(&trustedProxies, "trusted-proxies", "",
+		"comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For names the client "+
+			"(default: none: the socket's address is the client's)")
+
+	// Identity and TLS (SPEC section 9; docs/security.md).
+	var adminTokenFile, secretFile, prevSecretFile string
+	fs.StringVar(&c.Auth, "auth", "none", "who may join: none (anyone who reaches the port, under any id) or jwt (a signed token binds id and groups)")
+	fs.StringVar(&secretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs tokens (HS256/384/512), at least 32 bytes")
+	fs.StringVar(&prevSecretFile, "jwt-previous-secret-file", "", "file holding the previous HMAC secret, still accepted while tokens signed with it expire")
+	fs.StringVar(&c.JWT.PublicKeyFile, "jwt-public-key-file", "", "file holding a PEM public key (RSA, ECDSA or Ed25519) that verifies tokens")
+	fs.StringVar(&c.JWT.Audience, "jwt-audience", "", "if set, tokens must carry this aud")
+	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", "", "if set, tokens must carry this iss")
+	fs.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token (instead of --admin-token)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain) to serve HTTPS and wss:// with; reloaded when it changes")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+
+	src, err := parseFlags(fs, args, getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		usage()
+	}
+	if err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	}
-	set := map[string]bool{}
-	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
-	var envErr error
-	fs.VisitAll(func(fl *flag.Flag) {
-		if set[fl.Name] || envErr != nil {
-			return
-		}
-		if v := getenv(EnvName(fl.Name)); v != "" {
-			if err := fs.Set(fl.Name, v); err != nil {
-				envErr = fmt.Errorf("%s: %w", EnvName(fl.Name), err)
-			}
-		}
-	})
-	if envErr != nil {
-		return nil, envErr
 	}
 
-	var err error
 	if f.SlowConsumer, err = forward.ParsePolicy(policy); err != nil {
-		return nil, err
+		return nil, src.invalid("slow-consumer", err.Error())
 	}
 	for _, o := range strings.Split(origins, ",") {
 		if o = strings.TrimSpace(o); o != "" {
+			if _, err := path.Match(o, ""); err != nil {
+				return nil, src.invalid("allowed-origins", fmt.Sprintf("%q is not a valid pattern: want host patterns such as *.example.com (path.Match syntax)", o))
+			}
 			f.AllowedOrigins = append(f.AllowedOrigins, o)
 		}
+	}
+	if f.Admission.TrustedProxies, err = limits.ParsePrefixes(trustedProxies); err != nil {
+		return nil, src.invalid("trusted-proxies", err.Error())
 	}
 	f.MaxMessageBytes = int64(maxMsg)
 	f.BufferBytes = int(bufBytes)
 	f.SendQueueBytes = int64(queueBytes)
 	f.CloseGrace = 2 * time.Second
-	switch c.LogFormat {
-	case "", "json", "console":
-	default:
-		return nil, errors.New("log-format must be json or console")
+	f.RateLimitClose = rateAction == "close" // checked against choices
+	f.ByteRate, f.ByteBurst = float64(byteRate), int(min(int64(byteBurst), 1<<30))
+	c.MemoryLimit = int64(memLimit)
+	if memLimit < 0 {
+		c.MemoryLimit = DefaultMemoryLimit()
 	}
-	return c, c.validate()
+	f.MemoryBudget = c.MemoryLimit / 2
+	if err := c.identity(secretFile, prevSecretFile, adminTokenFile); err != nil {
+		return nil, src.name(err)
+	}
+	return c, src.name(c.validate())
 }
 
+// identity checks the identity and TLS settings and reads the admin token
+// file.
+func (c *Config) identity(secretFile, prevSecretFile, adminTokenFile string) error {
+	for _, f := range []string{secretFile, prevSecretFile} {
+		if f != "" {
+			c.JWT.SecretFiles = append(c.JWT.SecretFiles, f)
+		}
+	}
+	switch c.Auth {
+	case "none":
+		if len(c.JWT.SecretFiles) > 0 || c.JWT.PublicKeyFile != "" || c.JWT.Audience != "" || c.JWT.Issuer != "" {
+			return errors.New("the --jwt-* flags need --auth=jwt (auth is none: anyone may join)")
+		}
+	case "jwt":
+		if secretFile == "" && c.JWT.PublicKeyFile == "" {
+			return errors.New("--auth=jwt needs --jwt-secret-file or --jwt-public-key-file")
+		}
+		if prevSecretFile != "" && secretFile == "" {
+			return errors.New("--jwt-previous-secret-file needs --jwt-secret-file")
+		}
+	default:
+		return errors.New("auth must be none or jwt")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	if adminTokenFile != "" {
+		if c.AdminToken != "" {
+			return errors.New("set --admin-token or --admin-token-file, not both")
+		}
+		b, err := os.ReadFile(adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin-token-file cannot be read: %w", err)
+		}
+		if c.AdminToken = strings.TrimSpace(string(b)); c.AdminToken == "" {
+			return fmt.Errorf("admin-token-file %s is empty", adminTokenFile)
+		}
+	}
+	return nil
+}
+
+// validate checks the settings together. Each error begins with the name of
+// the flag at fault; Parse replaces it with what the user set (the flag or
+// its variable).
 func (c *Config) validate() error {
 	f := c.Forward
 	switch {
@@ -139,6 +236,24 @@ func (c *Config) validate() error {
 		return errors.New("shutdown-timeout must not be negative")
 	case f.PingInterval > 0 && f.PingTimeout <= 0:
 		return errors.New("ping-timeout must be positive when pings are on")
+	case f.MaxGroups < 0:
+		return errors.New("max-groups must not be negative")
+	case f.MaxMembersPerGroup < 0:
+		return errors.New("max-members-per-group must not be negative")
+	case !(f.MessageRate >= 0) || math.IsInf(f.MessageRate, 0):
+		return errors.New("message-rate must be a number of messages per second, 0 or more")
+	case f.MessageBurst < 0:
+		return errors.New("message-burst must not be negative")
+	case c.MemoryLimit > 0 && f.MemoryBudget < 4*int64(f.BufferBytes):
+		return errors.New("memory-limit must be at least 8 times buffer-bytes (half of it holds messages; a streamed one takes 3 times buffer-bytes)")
+	case f.Admission.MaxConnections < 0:
+		return errors.New("max-connections must not be negative")
+	case f.Admission.MaxConnectionsPerIP < 0:
+		return errors.New("max-connections-per-ip must not be negative")
+	case !(f.Admission.ConnectRatePerIP >= 0) || math.IsInf(f.Admission.ConnectRatePerIP, 0):
+		return errors.New("connect-rate-per-ip must be a number of connections per second, 0 or more")
+	case f.Admission.ConnectBurstPerIP < 0:
+		return errors.New("connect-burst-per-ip must not be negative")
 	}
 	return nil
 }

@@ -35,6 +35,14 @@ func (f Sender) unpark() {
 	}
 }
 
+// held records what the sender's unfinished message holds of the memory
+// budget (see session.SetHeld).
+func (f Sender) held(n int64) {
+	if f.sess != nil {
+		f.sess.SetHeld(n)
+	}
+}
+
 // recipients are who a message goes to, fixed when the message starts (SPEC
 // section 3: the members connected when it starts). A member that leaves
 // meanwhile is skipped; one that joins meanwhile does not get it.

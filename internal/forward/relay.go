@@ -45,6 +45,9 @@ type source struct {
 	truncated func() bool
 	// watch, if set, watches the message's progress.
 	watch *stallWatch
+	// rate, if set, paces what the source sends (--message-rate,
+	// --byte-rate).
+	rate *rateLimit
 }
 
 // next reads the next bytes of the message into p, enforcing limit (0: none)
@@ -55,6 +58,11 @@ func (src *source) next(p []byte, limit int64) (int, error) {
 	src.read += int64(n)
 	if limit > 0 && src.read > limit {
 		return n, errTooBig
+	}
+	if n > 0 && src.rate != nil {
+		if rerr := src.rate.bytes(n); rerr != nil {
+			return n, rerr
+		}
 	}
 	if err == io.EOF && src.truncated != nil && src.truncated() {
 		err = errTruncated
@@ -85,8 +93,14 @@ func (src *source) abandoned() bool {
 // message. A message whose source goes away before it is whole is abandoned.
 func (s *Server) relay(src *source, from Sender, to recipients) (int, error) {
 	limit := s.opts.MaxMessageBytes
-	b := message.GetBuf(min(firstBufSize, s.opts.BufferBytes))
+	first := min(firstBufSize, s.opts.BufferBytes)
+	if err := s.reserve(src, from, int64(message.BufSize(first))); err != nil {
+		return 0, err
+	}
+	b := message.GetBuf(first)
+	b.Charge(s.budget)
 	b.Type = src.typ
+	grown := false
 	for {
 		if len(b.B) == cap(b.B) {
 			if len(b.B) >= s.opts.BufferBytes {
@@ -100,9 +114,20 @@ func (s *Server) relay(src *source, from Sender, to recipients) (int, error) {
 					break
 				}
 				b.Release()
+				from.held(0)
 				return 0, err
 			}
-			b = b.Grow(min(cap(b.B), s.opts.BufferBytes-len(b.B)))
+			more := min(cap(b.B), s.opts.BufferBytes-len(b.B))
+			if err := s.reserve(src, from, int64(b.GrowSize(more))); err != nil {
+				b.Release()
+				from.held(0)
+				return 0, err
+			}
+			b = b.Grow(more)
+			// A message that outgrew its first buffer is worth the
+			// budget's attention (memory.go); a small one never is.
+			grown = true
+			from.held(b.Charged())
 		}
 		n, err := src.next(b.B[len(b.B):min(cap(b.B), s.opts.BufferBytes)], limit)
 		b.B = b.B[:len(b.B)+n]
@@ -111,8 +136,12 @@ func (s *Server) relay(src *source, from Sender, to recipients) (int, error) {
 		}
 		if err != nil {
 			b.Release()
+			from.held(0)
 			return 0, err
 		}
+	}
+	if grown {
+		from.held(0) // whole: from now on its receivers hold it
 	}
 	if b.Type == websocket.MessageText && !utf8.Valid(b.B) {
 		b.Release()
@@ -136,6 +165,12 @@ func (s *Server) received(from Sender, typ websocket.MessageType, n int64) {
 // relayStream relays a message larger than --buffer-bytes. head holds its
 // first --buffer-bytes and next is the byte after them. It takes over head.
 func (s *Server) relayStream(src *source, from Sender, to recipients, head *message.Buf, next byte) (int, error) {
+	defer from.held(0)
+	if err := s.reserve(src, from, int64(s.rings.Size())); err != nil {
+		head.Release()
+		return 0, err
+	}
+	from.held(int64(s.rings.Size()))
 	p := &producer{src: src, from: from, st: message.NewStream(src.typ, s.rings), text: src.typ == websocket.MessageText}
 	placed := s.openStream(from, to, p.st)
 	if src.watch != nil {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,9 +24,11 @@ import (
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/group"
 	"github.com/wsproxy/wsproxy/internal/hijack"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
+	"github.com/wsproxy/wsproxy/internal/limits"
 	"github.com/wsproxy/wsproxy/internal/message"
 	"github.com/wsproxy/wsproxy/internal/metrics"
 	"github.com/wsproxy/wsproxy/internal/session"
@@ -73,6 +76,23 @@ type Options struct {
 	AllowedOrigins     []string
 	// CloseGrace bounds the wait for a client's answer to our close frame.
 	CloseGrace time.Duration
+
+	// Limits (SPEC section 10; docs/protocol.md "Limits"). 0 is no limit.
+	MaxGroups          int
+	MaxMembersPerGroup int
+	MessageRate        float64 // messages per second a connection may send
+	MessageBurst       int
+	ByteRate           float64 // bytes per second a connection may send
+	ByteBurst          int
+	RateLimitClose     bool // over a rate: close 1008 instead of throttling
+	// MemoryBudget bounds the memory messages pin, process-wide (see
+	// memory.go).
+	MemoryBudget int64
+	// Admission limits connections before the upgrade (SPEC section 10).
+	Admission limits.AdmitOptions
+	// Authorize, if set, must allow every handshake (SPEC section 9); the
+	// id parameter is then optional.
+	Authorize Authorizer
 }
 
 // Server is the /ws handler and the owner of every session.
@@ -83,6 +103,10 @@ type Server struct {
 	metrics  *metrics.Metrics
 	registry *group.Registry
 	rings    *message.RingPool
+	budget   *message.Budget // nil: no memory limit
+	limits   group.Limits
+	admit    *limits.Admission  // nil: every admission limit off
+	refusals *limits.LogLimiter // refusals are logged at a bounded rate
 
 	// draining is set once, under mu; handlers counts connections that
 	// passed the draining check under mu, so Shutdown can wait for all.
@@ -91,6 +115,7 @@ type Server struct {
 	handlers sync.WaitGroup
 
 	closingAll atomic.Bool // set before Shutdown closes every session
+	reclaiming atomic.Bool // a reclaim loop runs (memory.go)
 }
 
 // NewServer returns a server. It registers its gauges on m.
@@ -100,12 +125,31 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 		log:      log,
 		metrics:  m,
 		registry: group.NewRegistry(),
-		// A stream's ring holds two thresholds' worth: the buffered head plus
-		// as much again in flight.
-		rings: message.NewRingPool(2 * opts.BufferBytes),
+		limits:   group.Limits{MaxGroups: opts.MaxGroups, MaxMembers: opts.MaxMembersPerGroup},
+		admit:    limits.NewAdmission(opts.Admission),
+		refusals: limits.NewLogLimiter(time.Second),
 	}
+	if s.admit != nil {
+		m.GaugeFunc("wsproxy_admitted_connections", "Connections holding an admission slot (--max-connections): open ones and handshakes in progress.", func() float64 {
+			return float64(s.admit.Open())
+		})
+	}
+	s.budget = message.NewBudget(opts.MemoryBudget, s.reclaim)
+	// A stream's ring holds two thresholds' worth: the buffered head plus
+	// as much again in flight.
+	s.rings = message.NewRingPool(2*opts.BufferBytes, s.budget)
 	m.GaugeFunc("wsproxy_groups", "Groups with at least one member.", func() float64 {
 		return float64(s.registry.Count())
+	})
+	m.GaugeFunc("wsproxy_memory_budget_bytes", "The memory budget for messages (--memory-limit); 0: none.", func() float64 {
+		return float64(s.budget.Limit())
+	})
+	m.GaugeFunc("wsproxy_memory_used_bytes", "Memory messages pin now, counted against the budget.", func() float64 {
+		return float64(s.budget.Used())
+	})
+	m.GaugeFunc("wsproxy_memory_waiting", "Readers waiting for the memory budget.", func() float64 {
+		n, _ := s.budget.Waiting()
+		return float64(n)
 	})
 	m.GaugeFunc("wsproxy_queued_bytes", "Bytes queued for receivers or being written to them.", func() float64 {
 		var n int64
@@ -129,6 +173,23 @@ func (s *Server) reject(w http.ResponseWriter, rej *rejection) {
 	httpjson.Error(w, rej.status, rej.msg)
 }
 
+// refuse answers a connection the admission limits refused: the status, a
+// Retry-After header and a JSON body, and the connection is closed (a
+// refused client must not keep a descriptor as an idle keep-alive
+// connection); counted by reason, and logged at most once a second per
+// reason (a flood must not become a log flood).
+func (s *Server) refuse(w http.ResponseWriter, r *http.Request, ref *limits.Refusal) {
+	s.metrics.Rejected(ref.Reason)
+	w.Header().Set("Retry-After", strconv.Itoa(ref.RetryAfterSeconds()))
+	w.Header().Set("Connection", "close")
+	httpjson.Error(w, ref.Status, ref.Msg)
+	if ok, suppressed := s.refusals.Allow(ref.Reason); ok {
+		s.log.Warn().Str("reason", ref.Reason).Int("status", ref.Status).
+			Stringer("client", limits.ClientIP(r, s.opts.Admission.TrustedProxies)).
+			Int("suppressed", suppressed).Msg("connection refused")
+	}
+}
+
 // ServeHTTP serves /ws.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet {
@@ -136,25 +197,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, &rejection{http.StatusMethodNotAllowed, "method not allowed: use GET with a WebSocket upgrade", "method"})
 		return
 	}
-	id, groupName, rej := parseParams(r.URL.RawQuery)
+	id, groupName, rej := parseParams(r.URL.RawQuery, s.opts.Authorize != nil)
 	if rej == nil {
 		rej = checkOrigin(r, s.opts.AllowedOrigins)
 	}
 	if rej == nil {
 		rej = checkUpgrade(r)
 	}
+	var expires time.Time
+	if rej == nil && s.opts.Authorize != nil {
+		id, expires, rej = s.authorize(r, id, groupName)
+	}
 	if rej != nil {
 		s.reject(w, rej)
 		return
 	}
+	ticket, refusal := s.admit.Admit(r)
+	if refusal != nil {
+		s.refuse(w, r, refusal)
+		return
+	}
 	if !s.track() {
+		ticket.Release()
 		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
 		return
 	}
 
 	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
-	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: subprotocols})
 	if err != nil {
+		ticket.Release()
 		s.handlers.Done()
 		s.metrics.Rejected("accept")
 		s.log.Debug().Err(err).Msg("websocket accept failed")
@@ -171,7 +243,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		PingTimeout:  s.opts.PingTimeout,
 		CloseGrace:   s.opts.CloseGrace,
 	}, s.log, s.metrics)
-	g, replaced, leave := s.registry.Join(sess)
+	g, replaced, leave, err := s.registry.JoinLimited(sess, s.limits)
+	if err != nil {
+		s.refuseMember(sess, err, ticket)
+		return
+	}
 	if replaced != nil {
 		replaced.Close(session.StatusReplaced, "replaced")
 	}
@@ -186,14 +262,49 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The connection is hijacked: net/http is done with it. Its goroutine,
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
-	go s.serve(sess, g, leave)
+	go s.serve(sess, g, leave, ticket, expires)
 }
 
+// refuseMember closes a session the registry refused (SPEC section 10:
+// 1013 right after the upgrade, which a browser can see, unlike a refused
+// handshake).
+func (s *Server) refuseMember(sess *session.Session, err error, ticket *limits.Ticket) {
+	reason, label := "group full", "group_full"
+	if errors.Is(err, group.ErrTooManyGroups) {
+		reason, label = "too many groups", "too_many_groups"
+	}
+	s.metrics.Rejected(label)
+	sess.Start()
+	sess.Close(websocket.StatusTryAgainLater, reason)
+	go func() {
+		defer s.handlers.Done()
+		defer ticket.Release()
+		drain(sess.Conn())
+		sess.ReaderDone()
+		sess.Wait()
+		if s.log.Debug().Enabled() {
+			sess.Log().Debug().Str("remote", sess.Remote).Str("close_reason", reason).Msg("refused after the upgrade")
+		}
+	}()
+}
+
+// subprotocols are the ones the proxy answers with, if a client offers them:
+// browsers send a token as a second subprotocol beside this one (SPEC 9).
+var subprotocols = []string{auth.Subprotocol}
+
 // serve reads from sess until the connection ends, then waits for its writer
-// and logs the end. Shutdown waits for it (it was counted by track).
-func (s *Server) serve(sess *session.Session, g *group.Group, leave func()) {
+// and logs the end, and gives back its admission ticket. Shutdown waits for
+// it (it was counted by track). A connection with a token ends when it
+// expires (expires: zero for never).
+func (s *Server) serve(sess *session.Session, g *group.Group, leave func(), ticket *limits.Ticket, expires time.Time) {
 	defer s.handlers.Done()
-	err := s.readLoop(sess, g)
+	defer ticket.Release()
+	var exp *expiry
+	if !expires.IsZero() {
+		exp = s.expireAt(sess, expires)
+	}
+	err := s.readLoop(sess, g, exp)
+	exp.stop()
 	leave()
 	s.classifyEnd(sess, err)
 	if err == nil {
@@ -236,9 +347,9 @@ func (s *Server) track() bool {
 // each message.
 var testHookNextMessage func(*session.Session)
 
-// readLoop reads and relays messages until the connection ends or the session
-// is asked to close.
-func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
+// readLoop reads and relays messages until the connection ends, the session
+// is asked to close, or exp (if not nil) is due at a message boundary.
+func (s *Server) readLoop(sess *session.Session, g *group.Group, exp *expiry) error {
 	conn := sess.Conn()
 	from := MemberSender(sess)
 	src := &source{stop: sess.Closing(), truncated: sess.NetConn().ReadFailed}
@@ -246,6 +357,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 		src.watch = newStallWatch(sess, s.opts.MessageIdleTimeout, s.opts.BufferBytes)
 		defer src.watch.close()
 	}
+	src.rate = s.newRateLimit(from)
 	to := recipients{groups: []*group.Group{g}}
 	for {
 		if testHookNextMessage != nil {
@@ -271,17 +383,29 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 			src.watch.start()
 		}
 		src.r, src.typ, src.read = r, typ, 0
-		_, err = s.relay(src, from, to)
+		if src.rate != nil {
+			err = src.rate.message()
+		}
+		if err == nil {
+			_, err = s.relay(src, from, to)
+		}
 		if src.watch != nil {
 			src.watch.stop()
 		}
 		sess.EndMessage()
+		if errors.Is(err, errRateLimited) {
+			sess.Close(websocket.StatusPolicyViolation, "rate limited")
+			err = errAbandoned
+		}
 		if errors.Is(err, errAbandoned) {
 			_, _ = io.Copy(io.Discard, r) // as above
 			return nil
 		}
 		if err != nil {
 			return err
+		}
+		if exp.boundary() {
+			return nil
 		}
 	}
 }

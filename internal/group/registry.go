@@ -7,6 +7,7 @@
 package group
 
 import (
+	"errors"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -55,8 +56,37 @@ func (g *Group) Members() []*session.Session {
 // closes it. leave removes s again (and the group, if s was its last member);
 // it is safe to call more than once and never removes a session that replaced s.
 func (r *Registry) Join(s *session.Session) (g *Group, replaced *session.Session, leave func()) {
+	g, replaced, leave, _ = r.JoinLimited(s, Limits{})
+	return g, replaced, leave
+}
+
+// Limits bound the registry (SPEC section 10); 0 is no limit.
+type Limits struct {
+	MaxGroups  int // groups
+	MaxMembers int // members of one group
+}
+
+// Why JoinLimited refused a session.
+var (
+	ErrTooManyGroups = errors.New("too many groups")
+	ErrGroupFull     = errors.New("group full")
+)
+
+// JoinLimited is Join within lim: a session that would create a group past
+// MaxGroups, or be a new member of a group that has MaxMembers, is refused
+// (ErrTooManyGroups, ErrGroupFull) and not added. A session replacing a
+// member with its id is not a new member.
+func (r *Registry) JoinLimited(s *session.Session, lim Limits) (g *Group, replaced *session.Session, leave func(), err error) {
 	r.mu.Lock()
 	g = r.groups[s.Group]
+	switch {
+	case g == nil && lim.MaxGroups > 0 && len(r.groups) >= lim.MaxGroups:
+		r.mu.Unlock()
+		return nil, nil, nil, ErrTooManyGroups
+	case g != nil && lim.MaxMembers > 0 && len(g.byID) >= lim.MaxMembers && g.byID[s.ID] == nil:
+		r.mu.Unlock()
+		return nil, nil, nil, ErrGroupFull
+	}
 	if g == nil {
 		g = &Group{Name: s.Group, byID: make(map[string]*session.Session)}
 		r.groups[s.Group] = g
@@ -68,7 +98,7 @@ func (r *Registry) Join(s *session.Session) (g *Group, replaced *session.Session
 	r.mu.Unlock()
 
 	var once sync.Once
-	return g, replaced, func() { once.Do(func() { r.leave(g, s) }) }
+	return g, replaced, func() { once.Do(func() { r.leave(g, s) }) }, nil
 }
 
 func (r *Registry) leave(g *Group, s *session.Session) {

@@ -106,6 +106,7 @@ type Conn struct {
 
 	readFailed atomic.Bool  // a Read on the socket returned an error (EOF included)
 	payloadIn  atomic.Int64 // data payload bytes Read has handed out
+	bytesOut   atomic.Int64 // bytes written that the socket accepted
 	closeSent  atomic.Bool  // a close frame has reached the socket whole
 
 	// Owned by the reading goroutine: bytes read ahead of the library's

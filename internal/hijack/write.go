@@ -423,6 +423,7 @@ func (c *Conn) writeFD(fd uintptr) bool {
 
 // advance moves the write in progress on by n bytes the socket accepted.
 func (c *Conn) advance(n int64) {
+	c.bytesOut.Add(n)
 	c.done += n
 	c.moved = true
 	for n > 0 {
@@ -435,6 +436,10 @@ func (c *Conn) advance(n int64) {
 	}
 }
 
+// BytesOut is how many bytes written to the socket it has accepted: a
+// receiver's progress, for the memory budget's choice of whom to evict.
+func (c *Conn) BytesOut() int64 { return c.bytesOut.Load() }
+
 // writeConn writes c.bufs through c.Conn's Write, for a socket without
 // syscall.Conn. c.wmu is held.
 func (c *Conn) writeConn() error {
@@ -443,6 +448,7 @@ func (c *Conn) writeConn() error {
 			n, err := c.Conn.Write(c.bufs[c.bi][c.off:])
 			c.off += n
 			c.done += int64(n)
+			c.bytesOut.Add(int64(n))
 			if err == nil {
 				continue
 			}

@@ -7,18 +7,27 @@ import (
 	"net/http"
 )
 
-// Write sends v as JSON with the given status.
+// Write sends v as JSON with the given status. "<", ">" and "&" in strings
+// are escaped (\u003c...): v may hold what clients chose (group names), and
+// the escaping keeps such a body inert wherever it ends up.
 func Write(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	write(w, status, v, true)
 }
 
 // Error sends {"error": msg} with the given status. msg must not contain raw
-// user input.
+// user input. It is written as it is, not HTML-escaped, so that a reader
+// sees "Bearer <token>", not "Bearer \u003ctoken\u003e".
 func Error(w http.ResponseWriter, status int, msg string) {
-	Write(w, status, struct {
+	write(w, status, struct {
 		Error string `json:"error"`
-	}{msg})
+	}{msg}, false)
+}
+
+func write(w http.ResponseWriter, status int, v any, escapeHTML bool) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(escapeHTML)
+	_ = enc.Encode(v)
 }

@@ -32,7 +32,7 @@ func TestCheck(t *testing.T) {
 	}
 	b.Release()
 
-	st := message.NewStream(websocket.MessageText, message.NewRingPool(16))
+	st := message.NewStream(websocket.MessageText, message.NewRingPool(16, nil))
 	c := st.Attach()
 	st.Finish()
 	if err := check(d); err == nil || !strings.Contains(err.Error(), "0 message Bufs and 1 Stream rings") {

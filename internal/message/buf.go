@@ -40,6 +40,10 @@ type Buf struct {
 
 	refs  atomic.Int32
 	class uint8
+
+	// budget, if set, is charged with the Buf's capacity until its last
+	// Release.
+	budget *Budget
 }
 
 // GetBuf returns an empty Buf with room for at least n bytes and one
@@ -68,17 +72,40 @@ func classFor(n int) int {
 	return c
 }
 
+// BufSize is the capacity GetBuf(n) returns.
+func BufSize(n int) int { return 1 << classFor(n) }
+
+// Charge records that b's capacity, BufSize of what it was made for, was
+// acquired from bg by the caller: b's last Release gives it back. b must be
+// fresh from GetBuf and have one reference.
+func (b *Buf) Charge(bg *Budget) { b.budget = bg }
+
 // Grow returns a Buf with the same contents and room for at least n more
-// bytes. b must have exactly one reference; it is released.
+// bytes. b must have exactly one reference; it is released. If b is charged
+// to a budget, so is the new Buf, whose capacity (GrowSize(n)) the caller
+// must have acquired from it; b's is given back.
 func (b *Buf) Grow(n int) *Buf {
 	if cap(b.B)-len(b.B) >= n {
 		return b
 	}
-	nb := GetBuf(max(2*cap(b.B), len(b.B)+n))
+	nb := GetBuf(b.GrowSize(n))
 	nb.B = append(nb.B, b.B...)
 	nb.Type = b.Type
+	nb.budget = b.budget
 	b.Release()
 	return nb
+}
+
+// GrowSize is the capacity of the Buf that Grow(n) returns, when b lacks
+// room for n more bytes.
+func (b *Buf) GrowSize(n int) int { return BufSize(max(2*cap(b.B), len(b.B)+n)) }
+
+// Charged is how many bytes of a budget b holds (0 if it has none).
+func (b *Buf) Charged() int64 {
+	if b.budget == nil {
+		return 0
+	}
+	return int64(cap(b.B))
 }
 
 // Retain adds n references, one for each new holder.
@@ -93,6 +120,10 @@ func (b *Buf) ReleaseN(n int) {
 	switch r := b.refs.Add(-int32(n)); {
 	case r == 0:
 		liveBufs.Add(-1)
+		if b.budget != nil {
+			b.budget.Release(int64(cap(b.B)))
+			b.budget = nil
+		}
 		b.B = b.B[:0]
 		bufPools[b.class].Put(b)
 	case r < 0:

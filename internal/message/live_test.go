@@ -26,7 +26,7 @@ func TestLive(t *testing.T) {
 	b.Release()
 	check("after the last Release", 0, 0)
 
-	pool := NewRingPool(64)
+	pool := NewRingPool(64, nil)
 	for _, finishFirst := range []bool{true, false} {
 		st := NewStream(websocket.MessageBinary, pool)
 		c1, c2 := st.Attach(), st.Attach()

@@ -19,13 +19,15 @@ var (
 // RingPool hands out the fixed-size rings that Streams pass through.
 // Its size bounds the memory one streamed message can hold at once.
 type RingPool struct {
-	size int
-	pool sync.Pool
+	size   int
+	budget *Budget
+	pool   sync.Pool
 }
 
-// NewRingPool returns a pool of rings of size bytes.
-func NewRingPool(size int) *RingPool {
-	return &RingPool{size: size}
+// NewRingPool returns a pool of rings of size bytes, each acquired from bg
+// while a Stream holds it (bg may be nil: no limit).
+func NewRingPool(size int, bg *Budget) *RingPool {
+	return &RingPool{size: size, budget: bg}
 }
 
 // Size is the ring size in bytes.
@@ -72,7 +74,9 @@ type Stream struct {
 	cursors  []*Cursor
 }
 
-// NewStream starts a streamed message of type typ using a ring from pool.
+// NewStream starts a streamed message of type typ using a ring from pool. If
+// the pool has a budget, the caller must have acquired pool.Size() bytes from
+// it: the ring gives them back when it returns to the pool.
 func NewStream(typ websocket.MessageType, pool *RingPool) *Stream {
 	r := pool.get()
 	liveRings.Add(1)
@@ -178,6 +182,7 @@ func (s *Stream) releaseIfDoneLocked() {
 		s.pool.pool.Put(s.r)
 		s.r = nil
 		liveRings.Add(-1)
+		s.pool.budget.Release(int64(s.pool.size))
 	}
 }
 

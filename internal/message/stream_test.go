@@ -49,7 +49,7 @@ func consume(c *Cursor, maxPiece int, rng *rand.Rand) ([]byte, error) {
 // TestStreamManyCursorsWrapAround: every cursor reads every byte in order
 // through a ring far smaller than the message, whatever the piece sizes.
 func TestStreamManyCursorsWrapAround(t *testing.T) {
-	pool := NewRingPool(64)
+	pool := NewRingPool(64, nil)
 	data := make([]byte, 10_000)
 	rng := rand.New(rand.NewPCG(3, 4))
 	for i := range data {
@@ -89,7 +89,7 @@ func TestStreamManyCursorsWrapAround(t *testing.T) {
 // TestStreamProducerWaitsForSlowestCursor: the producer cannot get more than a
 // ring ahead of an attached cursor that has not read anything.
 func TestStreamProducerWaitsForSlowestCursor(t *testing.T) {
-	st := NewStream(websocket.MessageBinary, NewRingPool(16))
+	st := NewStream(websocket.MessageBinary, NewRingPool(16, nil))
 	slow := st.Attach()
 	room, err := st.Space(nil)
 	if err != nil || len(room) != 16 {
@@ -128,7 +128,7 @@ func TestStreamProducerWaitsForSlowestCursor(t *testing.T) {
 
 // TestStreamAbort: cursors see ErrAborted, whether they started or not.
 func TestStreamAbort(t *testing.T) {
-	st := NewStream(websocket.MessageText, NewRingPool(32))
+	st := NewStream(websocket.MessageText, NewRingPool(32, nil))
 	started, idle := st.Attach(), st.Attach()
 	room, _ := st.Space(nil)
 	copy(room, "hello")
@@ -152,7 +152,7 @@ func TestStreamAbort(t *testing.T) {
 }
 
 func TestCursorNextStops(t *testing.T) {
-	st := NewStream(websocket.MessageText, NewRingPool(32))
+	st := NewStream(websocket.MessageText, NewRingPool(32, nil))
 	c := st.Attach()
 	stop := make(chan struct{})
 	close(stop)

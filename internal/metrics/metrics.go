@@ -25,6 +25,7 @@ type Metrics struct {
 	evictions        fixedLabel
 	closes           *prometheus.CounterVec
 	closeFrames      [2]prometheus.Counter // not sent, sent
+	rateLimited      fixedLabel
 	apiRequests      *prometheus.CounterVec
 
 	messagesIn  [3]prometheus.Counter // indexed by websocket.MessageType
@@ -51,13 +52,17 @@ func New() *Metrics {
 			Name: "wsproxy_handshake_rejections_total", Help: "Handshakes refused, by reason.",
 		}, []string{"reason"}), rejectReasons),
 		evictions: newFixedLabel(prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "wsproxy_evictions_total", Help: "Receivers closed because they fell behind, by reason.",
+			Name: "wsproxy_evictions_total", Help: "Connections closed because they fell behind (queue_full, write_timeout) or held the most of a spent memory budget (memory: a receiver's queue; memory_unfinished: a sender's unfinished message).",
 		}, []string{"reason"}), evictReasons),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsproxy_closes_total",
 			Help: "Connections ended, by close code and by who closed (proxy or peer). " +
 				"Codes that RFC 6455 section 7.4.1 and the proxy's SPEC do not define count as code=\"" + other + "\".",
 		}, []string{"code", "by"}),
+		rateLimited: newFixedLabel(prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "wsproxy_rate_limited_total",
+			Help: "Times a connection went over --message-rate or --byte-rate, by what the proxy did: throttle (stopped reading for a while) or close (1008).",
+		}, []string{"action"}), []string{"throttle", "close"}),
 		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "wsproxy_api_requests_total", Help: "Admin API requests, by route pattern and HTTP status.",
 		}, []string{"route", "code"}),
@@ -93,7 +98,7 @@ func New() *Metrics {
 	}, []string{"result"})
 	m.closeFrames[0] = closeFrames.WithLabelValues("not_sent")
 	m.closeFrames[1] = closeFrames.WithLabelValues("sent")
-	r.MustRegister(m.connections, m.connectionsTotal, m.rejections.vec, m.evictions.vec, m.closes, m.apiRequests, closeFrames,
+	r.MustRegister(m.connections, m.connectionsTotal, m.rejections.vec, m.evictions.vec, m.rateLimited.vec, m.closes, m.apiRequests, closeFrames,
 		m.messageSize, m.latency, msgIn, bytesIn, deliveries, bytesOut,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -143,9 +148,20 @@ func (m *Metrics) CloseFrame(sent bool) {
 // other value is counted as "other".
 func (m *Metrics) Rejected(reason string) { m.rejections.inc(reason) }
 
-// Evicted counts a receiver closed for falling behind. reason is
-// "queue_full" or "write_timeout"; any other value is counted as "other".
+// Evicted counts a connection closed for falling behind or, under a spent
+// memory budget, for pinning the most. reason is one of evictReasons; any
+// other value is counted as "other".
 func (m *Metrics) Evicted(reason string) { m.evictions.inc(reason) }
+
+// RateLimited counts a connection going over its rate: throttled, or
+// closed.
+func (m *Metrics) RateLimited(closed bool) {
+	if closed {
+		m.rateLimited.inc("close")
+	} else {
+		m.rateLimited.inc("throttle")
+	}
+}
 
 // Received counts a whole message received from a client.
 func (m *Metrics) Received(t websocket.MessageType, n int64) {
@@ -283,8 +299,13 @@ var (
 	rejectReasons = []string{
 		"missing_id", "repeated_id", "bad_id", "missing_groupname", "repeated_groupname", "bad_group",
 		"bad_query", "origin", "bad_origin", "not_upgrade", "bad_version", "bad_key", "method", "draining", "accept",
+		"too_many_groups", "group_full",
+		// Connection admission (internal/limits.Reasons).
+		"max_connections", "ip_connections", "ip_rate", "ip_table_full",
+		// authentication (SPEC section 9)
+		"auth_missing", "auth_malformed", "auth_invalid", "auth_expired", "auth_id", "auth_group", "bad_subprotocol",
 	}
-	evictReasons = []string{"queue_full", "write_timeout"}
+	evictReasons = []string{"queue_full", "write_timeout", "memory", "memory_unfinished"}
 )
 
 // fixedLabel is a counter with one label whose values are a fixed set; inc

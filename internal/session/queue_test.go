@@ -67,7 +67,7 @@ func TestQueueAdmitsOversizedIntoEmpty(t *testing.T) {
 	}
 	// A streamed message takes no queue bytes: it must fit even now, or the
 	// receiver would miss it.
-	st := message.NewStream(0, message.NewRingPool(16))
+	st := message.NewStream(0, message.NewRingPool(16, nil))
 	if err := q.TryPush(Item{Cursor: st.Attach()}); err != nil {
 		t.Fatalf("stream item behind an oversized message: %v", err)
 	}
@@ -124,7 +124,7 @@ func TestQueueCloseReleases(t *testing.T) {
 	if err := q.TryPush(Item{Buf: b}); err != nil {
 		t.Fatal(err)
 	}
-	st := message.NewStream(0, message.NewRingPool(16))
+	st := message.NewStream(0, message.NewRingPool(16, nil))
 	if err := q.TryPush(Item{Cursor: st.Attach()}); err != nil {
 		t.Fatal("a stream item takes no bytes and always fits:", err)
 	}

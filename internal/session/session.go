@@ -47,6 +47,7 @@ type Config struct {
 const (
 	EvictQueueFull    = "queue_full"    // disconnect policy: the queue had no room
 	EvictWriteTimeout = "write_timeout" // accepted no bytes for the write timeout
+	EvictMemory       = "memory"        // held the most of a spent memory budget
 )
 
 // Stats are a session's running totals. Reads are atomic per field.
@@ -96,6 +97,12 @@ type Session struct {
 	// Reader activity, for the shutdown drain. Written by the reader only.
 	inMessage atomic.Bool
 	marks     atomic.Uint64 // messages started plus messages ended
+
+	// What the reader's unfinished message pins of the memory budget, for
+	// its reclaim. Written by the reader only.
+	held      atomic.Int64
+	heldSince atomic.Int64 // Now() when held last became non-zero
+	memWait   atomic.Bool  // the reader waits for the budget
 }
 
 // New returns a session for an accepted connection; Start runs it.
@@ -285,6 +292,31 @@ func (s *Session) EndMessage() {
 func (s *Session) Activity() (inMessage bool, marks uint64) {
 	return s.inMessage.Load(), s.marks.Load()
 }
+
+// SetHeld records how many bytes of the memory budget the reader's
+// unfinished message holds (0 when it has none).
+func (s *Session) SetHeld(n int64) {
+	if n > 0 && s.held.Load() == 0 {
+		s.heldSince.Store(Now())
+	}
+	s.held.Store(n)
+}
+
+// Held reports what SetHeld recorded, and for how long the reader has held
+// budget without a break.
+func (s *Session) Held() (int64, time.Duration) {
+	n := s.held.Load()
+	if n == 0 {
+		return 0, 0
+	}
+	return n, time.Duration(Now() - s.heldSince.Load())
+}
+
+// SetMemoryWait records whether the reader waits for the memory budget.
+func (s *Session) SetMemoryWait(w bool) { s.memWait.Store(w) }
+
+// MemoryWait reports what SetMemoryWait recorded.
+func (s *Session) MemoryWait() bool { return s.memWait.Load() }
 
 // CountIn adds a received message to the session's totals.
 func (s *Session) CountIn(n int64) {
