@@ -114,7 +114,7 @@ func sha256File(t *testing.T, path string) string {
 
 // startProxyProcess builds and runs the proxy (no race detector) on a free
 // loopback port until the test ends, and returns its /ws URL.
-func startProxyProcess(t *testing.T) string {
+func startProxyProcess(t *testing.T, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "proxy")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -122,7 +122,7 @@ func startProxyProcess(t *testing.T) string {
 	if out, err := exec.CommandContext(ctx, "go", "build", "-o", bin, "../proxy").CombinedOutput(); err != nil {
 		t.Fatalf("go build proxy: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "--addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info")
+	cmd := exec.Command(bin, append([]string{"--addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"}, args...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
