@@ -21,6 +21,8 @@ import (
 	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
+
+	"github.com/wsproxy/wsproxy/client"
 )
 
 var updateScreenshot = flag.Bool("update-screenshot", false, "TestBrowser writes docs/page.png from a page with real traffic")
@@ -279,15 +281,24 @@ func TestBrowser(t *testing.T) {
 		chromedp.Click(chromedp.ID("send-file")),
 	)
 	alice.waitJS("the file sent", `document.querySelector('#log li[data-kind="out-binary"]')?.dataset.done === "sent"`)
-	if typ, got := receive(t, gopher); typ != websocket.MessageBinary || !bytes.Equal(got, content) {
-		t.Fatalf("gopher got %v message of %d bytes, want the file's %d bytes", typ, len(got), len(content))
+	// One binary message in the file convention (docs/protocol.md section 13).
+	typ, got := receive(t, gopher)
+	if typ != websocket.MessageBinary {
+		t.Fatalf("gopher got a %v message", typ)
+	}
+	fr, err := client.ReadFile(bytes.NewReader(got))
+	if err != nil {
+		t.Fatalf("the page's file message: %v", err)
+	}
+	if body, err := io.ReadAll(fr); err != nil || !bytes.Equal(body, content) || fr.Header.Name != "report.bin" || fr.Header.From != "alice" || !fr.Verified() {
+		t.Fatalf("gopher got %+v and %d bytes (%v), want report.bin's %d", fr.Header, len(body), err, len(content))
 	}
 	// bob downloads it through the page's link: byte for byte the file.
 	bob.waitJS("the file", `document.querySelector('#log li[data-kind="in-binary"] a') !== null`)
 	link := eval[struct{ Name, Size string }](bob,
 		`(() => { const a = document.querySelector('#log li[data-kind="in-binary"] a'); return {name: a.download, size: a.dataset.size}; })()`)
-	if link.Size != "3145851" {
-		t.Fatalf("bob's page says the file has %s bytes, want 3145851", link.Size)
+	if link.Size != "3145851" || link.Name != "report.bin" {
+		t.Fatalf("bob's page offers %q of %s bytes, want report.bin of 3145851", link.Name, link.Size)
 	}
 	downloads := t.TempDir()
 	if _, err := chromedp.CallBrowser(bob.ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{
