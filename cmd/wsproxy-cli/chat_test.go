@@ -107,6 +107,9 @@ func TestRefusalShowsReason(t *testing.T) {
 func TestChatInTmux(t *testing.T) {
 	tmux, err := exec.LookPath("tmux")
 	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("no tmux, and CI=true needs this test (.ci/run installs it)")
+		}
 		t.Skip("no tmux")
 	}
 	bin := buildCLI(t)
