@@ -1,4 +1,4 @@
-"""Python example (websockets >= 12): join a wsproxy group, send one chat line
+"""Python example (websockets 10.4 or later, e.g. Debian's python3-websockets): join a wsproxy group, send one chat line
 as the shared envelope, and print what arrives.
 
     pip install websockets==17.4
