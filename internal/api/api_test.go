@@ -488,8 +488,8 @@ func TestPublishSlowConsumer(t *testing.T) {
 	// enough for a reader starved of CPU (-race, a busy machine) to keep up.
 	// The publish is held until the stuck receiver's writer has made no
 	// progress for a whole write timeout; its socket's buffers keep taking
-	// a little for a while, so that is about 10 s here.
-	const writeTimeout = 3 * time.Second
+	// a little for a while, so that is about 15 s here.
+	const writeTimeout = 5 * time.Second
 	p := startProxy(t, Options{}, func(o *forward.Options) {
 		o.SendQueueBytes = 64 << 10
 		o.WriteTimeout = writeTimeout
