@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -434,16 +435,31 @@ func TestPresenceFrozenWatcher(t *testing.T) {
 	}()
 	long := strings.Repeat("x", 120)
 	start := time.Now()
-	for i := 0; len(ts.presence.Watchers()) == 2; i++ {
-		if time.Since(start) > 60*time.Second {
-			t.Fatal("the frozen watcher was never closed")
-		}
-		c := dial(t, ts, fmt.Sprintf("%s%d", long, i), "g")
-		c.CloseNow()
+	var joins atomic.Int64
+	var churn sync.WaitGroup
+	for c := range 4 {
+		churn.Add(1)
+		go func() {
+			defer churn.Done()
+			for i := 0; len(ts.presence.Watchers()) == 2 && time.Since(start) < 60*time.Second; i++ {
+				m, _, err := websocket.Dial(context.Background(), wsURL(ts.url, fmt.Sprintf("%s%d-%d", long, c, i), "g"), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				m.CloseNow()
+				joins.Add(1)
+			}
+		}()
+	}
+	churn.Wait()
+	if len(ts.presence.Watchers()) == 2 {
+		t.Fatal("the frozen watcher was never closed")
 	}
 	if err := <-dataDone; err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("frozen watcher closed after %d joins and leaves, %v", joins.Load(), time.Since(start))
 	if got := metricValue(t, ts, "wsproxy_evictions_total"); got != evicted+1 {
 		t.Fatalf("evictions %v, want %v", got, evicted+1)
 	}
