@@ -15,6 +15,18 @@ import (
 	"github.com/wsproxy/wsproxy/internal/session"
 )
 
+// initPresence makes the presence hub, observing the registry, and its
+// gauges.
+func (s *Server) initPresence() {
+	s.presence = presence.New(s.registry, s.opts.Presence)
+	s.metrics.GaugeFunc("wsproxy_presence_watchers", "Presence watchers connected to /ws/events (not members; not in wsproxy_connections).", func() float64 {
+		return float64(len(s.presence.Watchers()))
+	})
+	s.metrics.GaugeFunc("wsproxy_presence_groups", "Groups with presence state: watched now, or in the last 30 s (their history is kept).", func() float64 {
+		return float64(s.presence.Watched())
+	})
+}
+
 // Presence is the server's presence hub (package presence).
 func (s *Server) Presence() *presence.Hub { return s.presence }
 

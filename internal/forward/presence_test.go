@@ -250,7 +250,6 @@ func TestPresenceSince(t *testing.T) {
 	}
 }
 
-
 // TestPresenceEpochAfterLinger: state dropped with the last watcher (no
 // linger) means a new epoch, and since falls back to a snapshot.
 func TestPresenceEpochAfterLinger(t *testing.T) {

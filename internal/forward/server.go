@@ -130,7 +130,7 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 		admit:    limits.NewAdmission(opts.Admission),
 		refusals: limits.NewLogLimiter(time.Second),
 	}
-	s.presence = presence.New(s.registry, opts.Presence)
+	s.initPresence()
 	if s.admit != nil {
 		m.GaugeFunc("wsproxy_admitted_connections", "Connections holding an admission slot (--max-connections): open ones and handshakes in progress.", func() float64 {
 			return float64(s.admit.Open())
