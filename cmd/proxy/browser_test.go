@@ -453,3 +453,87 @@ func TestBrowserReconnects(t *testing.T) {
 	waitMembers(t, again, "", "g", "p1")
 	t.Logf("browser reconnect test took %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestBrowserToken: with --auth=jwt the page sends its token as the
+// subprotocol pair, taken from the URL fragment (which it then drops from
+// the address bar) or typed into its field; the token's subject fills in the
+// id. A page without a token gets no connection; one whose token expires
+// shows 4005 and does not reconnect.
+func TestBrowserToken(t *testing.T) {
+	t.Parallel()
+	const admin = "browser-admin"
+	p := startAuthProc(t, "--admin-token", admin)
+	browserCtx := startBrowser(t)
+	tokAlice := mint(t, "alice", time.Hour, "room-*")
+	tokBob := mint(t, "bob", time.Hour, "room-1")
+
+	alice := openPage(t, browserCtx, "alice")
+	alice.do(
+		chromedp.Navigate(p.base+"/?group=room-1#token="+tokAlice),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+	)
+	if id := eval[string](alice, `document.getElementById("id").value`); id != "alice" {
+		t.Errorf("id field %q, want the token's subject alice", id)
+	}
+	if h := eval[string](alice, `location.hash`); h != "" {
+		t.Errorf("the token stays in the address bar: %q", h)
+	}
+	alice.do(chromedp.Click(chromedp.ID("connect")))
+	alice.waitJS("connected", jsConnected)
+
+	bob := openPage(t, browserCtx, "bob")
+	b, _ := json.Marshal(tokBob)
+	bob.do(
+		chromedp.Navigate(p.base+"/?group=room-1"),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+		chromedp.Evaluate[chromedp.Void](`(() => { const f = document.getElementById("token"); f.value = `+string(b)+`; f.dispatchEvent(new Event("input")); })()`),
+		chromedp.Click(chromedp.ID("connect")),
+	)
+	bob.waitJS("connected", jsConnected)
+	waitMembers(t, p, admin, "room-1", "alice", "bob")
+	gopher := mustDial(t, p, "groupName=room-1", bearer(mint(t, "gopher", time.Hour, "room-1")))
+	waitMembers(t, p, admin, "room-1", "gopher")
+
+	alice.sendText("hello with a token")
+	bob.waitJS("alice's text", `document.querySelectorAll('#log li[data-kind="in-text"]').length === 1`)
+	if got := bob.texts(); got[0] != "hello with a token" {
+		t.Errorf("bob shows %q", got)
+	}
+	if _, got := receive(t, gopher); string(got) != "hello with a token" {
+		t.Errorf("gopher got %q", got)
+	}
+
+	// Without a token: refused (the browser sees only a failed connection).
+	anon := openPage(t, browserCtx, "anonymous")
+	anon.expect("WebSocket connection to")
+	anon.do(
+		chromedp.Navigate(p.base+"/?group=room-1&id=anon"),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+		chromedp.Click(chromedp.ID("connect")),
+	)
+	anon.waitJS("a refused connection", `Array.from(document.querySelectorAll('#log li[data-kind="sys"]')).some((e) => e.textContent.includes("1006"))`)
+	if _, ok := members(t, p, admin, "room-1")["anon"]; ok {
+		t.Error("a page without a token joined")
+	}
+	anon.do(chromedp.Click(chromedp.ID("connect"))) // stop reconnecting
+
+	// A token that expires: 4005, not reconnecting.
+	short := openPage(t, browserCtx, "short")
+	short.do(
+		chromedp.Navigate(p.base+"/?group=room-1#token="+mint(t, "shorty", 5*time.Second, "room-1")),
+		chromedp.WaitVisible(chromedp.ID("connect")),
+		chromedp.Click(chromedp.ID("connect")),
+	)
+	short.waitJS("closed", jsClosed)
+	status := eval[string](short, `document.getElementById("status").textContent`)
+	for _, want := range []string{"4005 token expired", "Not reconnecting"} {
+		if !strings.Contains(status, want) {
+			t.Errorf("status %q lacks %q", status, want)
+		}
+	}
+	// (The proxy keeps running: stopping it under the open pages would make
+	// them reconnect to nothing, which the browser reports as errors.)
+	if logs := p.logText(); strings.Contains(logs, tokAlice) || strings.Contains(logs, tokBob) || !strings.Contains(logs, `"sub":"shorty"`) {
+		t.Error("the log holds a token, or names no sub")
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -14,7 +15,8 @@ import (
 
 // proc is the whole program, run in-process by run() as main does.
 type proc struct {
-	base string // http://127.0.0.1:port
+	base   string       // http://127.0.0.1:port (https:// with TLS)
+	client *http.Client // for base (with TLS: one that skips verification)
 
 	mu  sync.Mutex
 	log []string // stderr lines
@@ -42,8 +44,17 @@ func startProc(t testing.TB, args ...string) *proc {
 			p.mu.Lock()
 			p.log = append(p.log, line)
 			p.mu.Unlock()
-			var l struct{ Message, Addr string }
+			var l struct {
+				Message, Addr string
+				TLS           bool
+			}
 			if json.Unmarshal([]byte(line), &l) == nil && l.Message == "proxy listening" {
+				if l.TLS {
+					// Tests that check the certificate use their own client.
+					p.client = &http.Client{Transport: &http.Transport{
+						TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+					l.Addr = "https://" + l.Addr
+				}
 				addr <- l.Addr
 			}
 		}
@@ -74,14 +85,18 @@ func startProc(t testing.TB, args ...string) *proc {
 
 	select {
 	case a := <-addr:
-		p.base = "http://" + a
+		p.base = a
+		if !strings.HasPrefix(a, "https://") {
+			p.base = "http://" + a
+			p.client = http.DefaultClient
+		}
 	case err := <-done:
 		t.Fatalf("run: %v", err)
 	case <-time.After(10 * time.Second):
 		t.Fatal("proxy did not start")
 	}
 	waitFor(t, 10*time.Second, "/readyz to answer 200", func() bool {
-		resp, err := http.Get(p.base + "/readyz")
+		resp, err := p.client.Get(p.base + "/readyz")
 		if err != nil {
 			return false
 		}
@@ -101,7 +116,7 @@ func (p *proc) logText() string {
 }
 
 // addr is the proxy's host:port.
-func (p *proc) addr() string { return strings.TrimPrefix(p.base, "http://") }
+func (p *proc) addr() string { return p.base[strings.Index(p.base, "//")+2:] }
 
 // ws is the proxy's WebSocket URL base.
 func (p *proc) ws() string { return "ws" + strings.TrimPrefix(p.base, "http") + "/ws" }
@@ -119,7 +134,7 @@ func (p *proc) api(t testing.TB, method, path, token, contentType string, body i
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -20,21 +23,34 @@ func healthcheck(args []string, getenv func(string) string, stdout, stderr io.Wr
 	if v := getenv(healthcheckURLEnv); v != "" {
 		def = v
 	}
-	url := fs.String("url", def, "health endpoint to request [PROXY_HEALTHCHECK_URL]")
+	target := fs.String("url", def, "health endpoint to request [PROXY_HEALTHCHECK_URL]")
 	timeout := fs.Duration("timeout", 3*time.Second, "request timeout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	client := &http.Client{Timeout: *timeout}
-	resp, err := client.Get(*url)
+	if u, err := url.Parse(*target); err == nil && u.Scheme == "https" && isLoopbackHost(u.Hostname()) {
+		// The proxy's own certificate is not issued for the loopback
+		// address; a health check sends nothing secret.
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}
+	}
+	resp, err := client.Get(*target)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("healthcheck: %s answered %d", *url, resp.StatusCode)
+		return fmt.Errorf("healthcheck: %s answered %d", *target, resp.StatusCode)
 	}
 	fmt.Fprintln(stdout, "ok")
 	return nil
+}
+
+func isLoopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

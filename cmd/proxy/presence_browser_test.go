@@ -1,11 +1,14 @@
 package main
 
 import (
+	"context"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
@@ -84,4 +87,42 @@ func TestBrowserPresence(t *testing.T) {
 
 func jsString(s string) string {
 	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+}
+
+// TestAuthPresence: with --auth=jwt, /ws/events takes the same tokens as
+// /ws: none is 401, one for another group 403, one for the group is let in,
+// and the watcher is closed with 4005 when its token expires.
+func TestAuthPresence(t *testing.T) {
+	t.Parallel()
+	p := startAuthProc(t)
+	watchURL := p.ws() + "/events?groupName=room"
+	dialEvents := func(opts *websocket.DialOptions) (*websocket.Conn, *http.Response, error) {
+		if opts == nil {
+			opts = &websocket.DialOptions{}
+		}
+		opts.HTTPClient = httpClient
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return websocket.Dial(ctx, watchURL, opts)
+	}
+	if _, resp, err := dialEvents(nil); err == nil || resp == nil || resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no token: %v", err)
+	}
+	if _, resp, err := dialEvents(bearer(mint(t, "w", time.Minute, "other"))); err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a token for another group: %v", err)
+	}
+	w, _, err := dialEvents(bearer(mint(t, "w", 3*time.Second, "room")))
+	if err != nil {
+		t.Fatalf("a token for the group: %v", err)
+	}
+	defer w.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, b, err := w.Read(ctx); err != nil || !strings.Contains(string(b), `"type":"snapshot"`) {
+		t.Fatalf("first event %q, %v", b, err)
+	}
+	_, _, err = w.Read(ctx)
+	if code := websocket.CloseStatus(err); code != 4005 {
+		t.Fatalf("at the token's expiry: %v, want 4005", err)
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,8 @@ import (
 	"github.com/mattn/go-isatty"
 	"github.com/rs/zerolog"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
+	"github.com/wsproxy/wsproxy/internal/certfile"
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/metrics"
@@ -47,6 +50,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "wsproxy", version.String())
 		return nil
 	}
+	if len(args) > 0 && args[0] == "token" {
+		return mintToken(args[1:], stdout)
+	}
 	cfg, err := config.Parse(args, getenv, stdout)
 	if err != nil {
 		return err
@@ -70,6 +76,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if cfg.MemoryLimit > 0 {
 		debug.SetMemoryLimit(cfg.MemoryLimit)
 	}
+	if cfg.Auth == "jwt" {
+		v, err := auth.Load(cfg.JWT)
+		if err != nil {
+			return err
+		}
+		cfg.Forward.Authorize = v.Authorize
+	}
+	var tlsConfig *tls.Config
+	if cfg.TLSCertFile != "" {
+		certs, err := certfile.New(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return err
+		}
+		tlsConfig = certs.Config(func(err error) {
+			if err != nil {
+				log.Error().Err(err).Msg("tls: certificate files changed but do not load; serving the previous certificate")
+				return
+			}
+			log.Info().Msg("tls: certificate reloaded")
+		})
+	}
+
 	m := metrics.New()
 	fwd := forward.NewServer(cfg.Forward, log, m)
 	srv := &http.Server{
@@ -84,6 +112,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
+	}
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+	} else if cfg.Auth == "jwt" && !isLoopback(ln.Addr()) {
+		log.Warn().Msg("--auth=jwt without TLS: tokens cross the network in the clear unless a proxy in front terminates TLS (docs/security.md)")
 	}
 	f := cfg.Forward
 	var trusted []string
@@ -115,6 +148,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Float64("connect_rate_per_ip", f.Admission.ConnectRatePerIP).
 		Int("connect_burst_per_ip", f.Admission.ConnectBurstPerIP).
 		Strs("trusted_proxies", trusted).
+		Str("auth", cfg.Auth).
+		Bool("tls", tlsConfig != nil).
 		Msg("proxy listening")
 	page, ws := urls(ln.Addr())
 	log.Info().Msgf("open %s in a browser, or connect any WebSocket client to %s", page, ws)
@@ -191,4 +226,10 @@ func newLogger(cfg *config.Config, w io.Writer) (zerolog.Logger, error) {
 		w = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
 	}
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
+}
+
+// isLoopback reports whether addr listens on a loopback address only.
+func isLoopback(addr net.Addr) bool {
+	ta, ok := addr.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
 }

@@ -539,6 +539,16 @@ func TestRunHelp(t *testing.T) {
 		"connect-rate-per-ip":    `(0: no limit) (default "0")`,
 		"connect-burst-per-ip":   `(default "0")`,
 		"trusted-proxies":        "(default: none",
+		// SPEC section 9
+		"auth":                     `(default "none")`,
+		"jwt-secret-file":          "(default: none)",
+		"jwt-previous-secret-file": "(default: none)",
+		"jwt-public-key-file":      "(default: none)",
+		"jwt-audience":             "(default: none)",
+		"jwt-issuer":               "(default: none)",
+		"admin-token-file":         "(default: none)",
+		"tls-cert-file":            "(default: none)",
+		"tls-key-file":             "(default: none)",
 	}
 	for flag, def := range flags {
 		head := fmt.Sprintf("--%s [%s]\n", flag, config.EnvName(flag))

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/wsproxy/wsproxy/internal/auth"
 )
 
 // bench runs the workloads and keeps what the targets are judged on.
@@ -38,7 +40,13 @@ func (b *bench) profilePath(name string) string {
 // systems filters names down to wsproxy under -proxy-only.
 func (b *bench) systems(names ...string) []string {
 	if b.proxyOnly {
-		return []string{"wsproxy"}
+		var only []string
+		for _, n := range names {
+			if strings.HasPrefix(n, "wsproxy") {
+				only = append(only, n)
+			}
+		}
+		return only
 	}
 	return names
 }
@@ -260,11 +268,18 @@ func (b *bench) handshakes(out *strings.Builder) error {
 	const workers = 32
 	fmt.Fprintf(out, "\n## Handshakes\n\n%d connections opened as fast as %d parallel dialers can, from 16 loopback "+
 		"source addresses, each kept open until the end. Latency: TCP dial start to the 101 response read "+
-		"(for tcp: to the dial returning). wsproxy connections join groups of 2. NATS connections are counted at "+
-		"the 101, before any NATS protocol.\n\n", n, workers)
+		"(for tcp: to the dial returning). wsproxy connections join groups of 2; wsproxy-jwt is wsproxy with "+
+		"--auth=jwt, each connection with its own HS256 token in ?token= (minted before the run; the id comes "+
+		"from the token). NATS connections are counted at the 101, before any NATS protocol.\n\n", n, workers)
 	fmt.Fprintf(out, "| system | connections | per second | p50 | p99 | max | server CPU s | failures |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
-	for _, name := range b.systems("wsproxy", "nats", "ws", "tcp") {
-		srv, err := b.startAny(name)
+	for _, name := range b.systems("wsproxy", "wsproxy-jwt", "nats", "ws", "tcp") {
+		var srv *server
+		var err error
+		if name == "wsproxy-jwt" {
+			srv, err = b.startJWTProxy(n)
+		} else {
+			srv, err = b.startAny(name)
+		}
 		if err != nil {
 			return err
 		}
@@ -298,6 +313,33 @@ func (b *bench) handshakes(out *strings.Builder) error {
 		}
 	}
 	return nil
+}
+
+// jwtTokens are the tokens of the wsproxy-jwt handshakes: the i-th is for
+// member m<i> of group g<i/2>. Set before the connections are opened.
+var jwtTokens []string
+
+// startJWTProxy runs wsproxy with --auth=jwt and mints n tokens for it.
+func (b *bench) startJWTProxy(n int) (*server, error) {
+	secret := []byte("proxybench-secret-0123456789abcdef0123456789")
+	path := filepath.Join(b.bins.dir, "jwt-secret")
+	if err := os.WriteFile(path, secret, 0o600); err != nil {
+		return nil, err
+	}
+	jwtTokens = make([]string, n)
+	for i := range jwtTokens {
+		tok, err := auth.Mint(secret, "m"+strconv.Itoa(i), []string{"g" + strconv.Itoa(i/2)}, time.Hour, "", "")
+		if err != nil {
+			return nil, err
+		}
+		jwtTokens[i] = tok
+	}
+	srv, err := startProxy(b.bins, b.bins.dir, "--auth=jwt", "--jwt-secret-file", path)
+	if err != nil {
+		return nil, err
+	}
+	srv.name = "wsproxy-jwt"
+	return srv, nil
 }
 
 func (b *bench) blob(out *strings.Builder) error {

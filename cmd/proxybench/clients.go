@@ -315,8 +315,11 @@ var sourceAddrs = func() []*net.TCPAddr {
 
 // rawPath is the request path for connection i of a workload.
 func rawPath(sysName string, i, groupSize int) string {
-	if sysName == "wsproxy" {
+	switch sysName {
+	case "wsproxy":
 		return "/ws?id=m" + strconv.Itoa(i) + "&groupName=g" + strconv.Itoa(i/groupSize)
+	case "wsproxy-jwt": // groups of 2: see jwtTokens
+		return "/ws?groupName=g" + strconv.Itoa(i/2) + "&token=" + jwtTokens[i]
 	}
 	return "/"
 }

@@ -59,6 +59,9 @@ type params struct {
 	blobFanSize           int64   // 1->9
 	slowDur               time.Duration
 	benchtime             string
+	// hostile: issue 9's memory scenarios.
+	hostileGroups, hostileHolders int
+	hostileDur                    time.Duration
 }
 
 func fullParams() params {
@@ -67,10 +70,11 @@ func fullParams() params {
 		latMeasure: 8 * time.Second, latMeasureLow: 4 * time.Second,
 		latFractions: []float64{0.5, 0.1, 0.02},
 		idleConns:    10000, idleSettle: 3 * time.Second, handshakes: 10000,
-		blobSizes:   []int64{64 << 20, 1 << 30},
-		blobFanSize: 256 << 20,
-		slowDur:     10 * time.Second,
-		benchtime:   "2s",
+		blobSizes:     []int64{64 << 20, 1 << 30},
+		blobFanSize:   256 << 20,
+		slowDur:       10 * time.Second,
+		benchtime:     "2s",
+		hostileGroups: 50, hostileHolders: 200, hostileDur: 15 * time.Second,
 	}
 }
 
@@ -81,14 +85,15 @@ func quickParams() params {
 		latMeasure: 1500 * time.Millisecond, latMeasureLow: time.Second,
 		latFractions: []float64{0.5, 0.1},
 		idleConns:    1000, idleSettle: time.Second, handshakes: 2000,
-		blobSizes:   []int64{16 << 20, 64 << 20},
-		blobFanSize: 32 << 20,
-		slowDur:     3 * time.Second,
-		benchtime:   "20000x",
+		blobSizes:     []int64{16 << 20, 64 << 20},
+		blobFanSize:   32 << 20,
+		slowDur:       3 * time.Second,
+		benchtime:     "20000x",
+		hostileGroups: 50, hostileHolders: 200, hostileDur: 5 * time.Second,
 	}
 }
 
-var allWorkloads = []string{"fanout", "latency", "idle", "handshakes", "blob", "slow", "micro"}
+var allWorkloads = []string{"fanout", "latency", "idle", "handshakes", "blob", "slow", "hostile", "micro"}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("proxybench", flag.ContinueOnError)
@@ -165,6 +170,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"handshakes", b.handshakes},
 		{"blob", b.blob},
 		{"slow", b.slow},
+		{"hostile", b.hostile},
 		{"micro", b.micro},
 	}
 	for _, st := range steps {

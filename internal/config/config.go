@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"path"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/limits"
 )
@@ -29,6 +31,13 @@ type Config struct {
 	// is the budget for messages (Forward.MemoryBudget). 0: no limit.
 	MemoryLimit int64
 	Forward     forward.Options
+
+	// Identity and TLS (SPEC section 9). Parse reads the admin token file;
+	// the key and certificate files are read by whoever uses them.
+	Auth        string // "none" or "jwt"
+	JWT         auth.Options
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 // ErrHelp is returned when --help was asked for; the usage has been printed.
@@ -48,7 +57,8 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.SetOutput(io.Discard) // errors are returned, for the caller to print last
 	fs.Usage = func() {}     // printed for --help only, not before every error
 	usage := func() {
-		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n       proxy --version\n\n"+
+		fmt.Fprintf(out, "Usage: proxy [flags]\n       proxy healthcheck [--url URL]\n       proxy --version\n"+
+			"       proxy token --secret-file F --sub ID --groups 'room-*' [--ttl 1h]\n\n"+
 			"A group-based WebSocket forwarder: clients connect to /ws?id=<id>&groupName=<group>\n"+
 			"and every message reaches every other member of the group.\n\n"+
 			"Every flag can also be set by its environment variable (shown in brackets);\n"+
@@ -112,6 +122,18 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		"comma-separated CIDRs or addresses of reverse proxies whose X-Forwarded-For names the client "+
 			"(default: none: the socket's address is the client's)")
 
+	// Identity and TLS (SPEC section 9; docs/security.md).
+	var adminTokenFile, secretFile, prevSecretFile string
+	fs.StringVar(&c.Auth, "auth", "none", "who may join: none (anyone who reaches the port, under any id) or jwt (a signed token binds id and groups)")
+	fs.StringVar(&secretFile, "jwt-secret-file", "", "file holding the HMAC secret that signs tokens (HS256/384/512), at least 32 bytes")
+	fs.StringVar(&prevSecretFile, "jwt-previous-secret-file", "", "file holding the previous HMAC secret, still accepted while tokens signed with it expire")
+	fs.StringVar(&c.JWT.PublicKeyFile, "jwt-public-key-file", "", "file holding a PEM public key (RSA, ECDSA or Ed25519) that verifies tokens")
+	fs.StringVar(&c.JWT.Audience, "jwt-audience", "", "if set, tokens must carry this aud")
+	fs.StringVar(&c.JWT.Issuer, "jwt-issuer", "", "if set, tokens must carry this iss")
+	fs.StringVar(&adminTokenFile, "admin-token-file", "", "file holding the admin token (instead of --admin-token)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain) to serve HTTPS and wss:// with; reloaded when it changes")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+
 	src, err := parseFlags(fs, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		usage()
@@ -145,7 +167,51 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		c.MemoryLimit = DefaultMemoryLimit()
 	}
 	f.MemoryBudget = c.MemoryLimit / 2
+	if err := c.identity(secretFile, prevSecretFile, adminTokenFile); err != nil {
+		return nil, src.name(err)
+	}
 	return c, src.name(c.validate())
+}
+
+// identity checks the identity and TLS settings and reads the admin token
+// file.
+func (c *Config) identity(secretFile, prevSecretFile, adminTokenFile string) error {
+	for _, f := range []string{secretFile, prevSecretFile} {
+		if f != "" {
+			c.JWT.SecretFiles = append(c.JWT.SecretFiles, f)
+		}
+	}
+	switch c.Auth {
+	case "none":
+		if len(c.JWT.SecretFiles) > 0 || c.JWT.PublicKeyFile != "" || c.JWT.Audience != "" || c.JWT.Issuer != "" {
+			return errors.New("the --jwt-* flags need --auth=jwt (auth is none: anyone may join)")
+		}
+	case "jwt":
+		if secretFile == "" && c.JWT.PublicKeyFile == "" {
+			return errors.New("--auth=jwt needs --jwt-secret-file or --jwt-public-key-file")
+		}
+		if prevSecretFile != "" && secretFile == "" {
+			return errors.New("--jwt-previous-secret-file needs --jwt-secret-file")
+		}
+	default:
+		return errors.New("auth must be none or jwt")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("--tls-cert-file and --tls-key-file go together")
+	}
+	if adminTokenFile != "" {
+		if c.AdminToken != "" {
+			return errors.New("set --admin-token or --admin-token-file, not both")
+		}
+		b, err := os.ReadFile(adminTokenFile)
+		if err != nil {
+			return fmt.Errorf("admin-token-file cannot be read: %w", err)
+		}
+		if c.AdminToken = strings.TrimSpace(string(b)); c.AdminToken == "" {
+			return fmt.Errorf("admin-token-file %s is empty", adminTokenFile)
+		}
+	}
+	return nil
 }
 
 // validate checks the settings together. Each error begins with the name of

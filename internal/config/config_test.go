@@ -4,11 +4,14 @@ import (
 	"errors"
 	"io"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/limits"
@@ -142,6 +145,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:       "",
 		ShutdownTimeout: 10 * time.Second,
 		MemoryLimit:     config.DefaultMemoryLimit(),
+		Auth:            "none",
 		Forward: forward.Options{
 			MemoryBudget:       config.DefaultMemoryLimit() / 2,
 			MaxMessageBytes:    0,
@@ -195,6 +199,15 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		"connect-rate-per-ip":    "2.5",
 		"connect-burst-per-ip":   "7",
 		"trusted-proxies":        "10.0.0.0/8, 192.168.1.1,fd00::/8",
+		// identity and TLS
+		"auth":                     "jwt",
+		"jwt-secret-file":          "/run/secrets/jwt",
+		"jwt-previous-secret-file": "/run/secrets/jwt.old",
+		"jwt-public-key-file":      "/run/secrets/jwt.pem",
+		"jwt-audience":             "wsproxy",
+		"jwt-issuer":               "https://id.example",
+		"tls-cert-file":            "/etc/tls/cert.pem",
+		"tls-key-file":             "/etc/tls/key.pem",
 	}
 	vars := map[string]string{}
 	var args []string
@@ -214,6 +227,15 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		ShutdownTimeout: time.Minute,
 		AdminToken:      "s3cret",
 		MemoryLimit:     512 << 20,
+		Auth:            "jwt",
+		JWT: auth.Options{
+			SecretFiles:   []string{"/run/secrets/jwt", "/run/secrets/jwt.old"},
+			PublicKeyFile: "/run/secrets/jwt.pem",
+			Audience:      "wsproxy",
+			Issuer:        "https://id.example",
+		},
+		TLSCertFile: "/etc/tls/cert.pem",
+		TLSKeyFile:  "/etc/tls/key.pem",
 		Forward: forward.Options{
 			MaxGroups:          100,
 			MaxMembersPerGroup: 10,
@@ -361,6 +383,17 @@ func TestInvalid(t *testing.T) {
 		{"negative connect burst", []string{"--connect-burst-per-ip=-3"}, nil, `--connect-burst-per-ip must not be negative`},
 		{"malformed trusted proxy", []string{"--trusted-proxies=10.0.0.0/8,10.0.0.0/33"}, nil, `--trusted-proxies: "10.0.0.0/33" is not a CIDR (10.0.0.0/8) or an address`},
 		{"hostname as trusted proxy env", nil, map[string]string{"PROXY_TRUSTED_PROXIES": "lb.example.com"}, `PROXY_TRUSTED_PROXIES: "lb.example.com" is not a CIDR (10.0.0.0/8) or an address`},
+		// Identity and TLS.
+		{"bad auth", []string{"--auth=basic"}, nil, `--auth="basic": want none or jwt`},
+		{"jwt without a key", []string{"--auth=jwt"}, nil, `--auth=jwt needs --jwt-secret-file or --jwt-public-key-file`},
+		{"key without jwt", []string{"--jwt-secret-file=/x"}, nil, `the --jwt-* flags need --auth=jwt (auth is none: anyone may join)`},
+		{"audience without jwt", nil, map[string]string{"PROXY_JWT_AUDIENCE": "a"}, `the --jwt-* flags need --auth=jwt (auth is none: anyone may join)`},
+		{"previous secret alone", []string{"--auth=jwt", "--jwt-previous-secret-file=/x", "--jwt-public-key-file=/y"}, nil, `--jwt-previous-secret-file needs --jwt-secret-file`},
+		{"cert without key", []string{"--tls-cert-file=/c"}, nil, `--tls-cert-file and --tls-key-file go together`},
+		{"key without cert", []string{"--tls-key-file=/k"}, nil, `--tls-cert-file and --tls-key-file go together`},
+		{"admin token twice", []string{"--admin-token=a", "--admin-token-file=/dev/null"}, nil, `set --admin-token or --admin-token-file, not both`},
+		{"admin token file missing", []string{"--admin-token-file=/nonexistent/token"}, nil, `--admin-token-file cannot be read: open /nonexistent/token: no such file or directory`},
+		{"admin token file empty", []string{"--admin-token-file=/dev/null"}, nil, `--admin-token-file /dev/null is empty`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -453,5 +486,19 @@ func TestPingsOffAllowsZeroTimeout(t *testing.T) {
 	c := parse(t, []string{"--ping-interval=0", "--ping-timeout=0"}, nil)
 	if c.Forward.PingInterval != 0 {
 		t.Errorf("PingInterval = %v", c.Forward.PingInterval)
+	}
+}
+
+// TestAdminTokenFile: the admin token is read from its file, white space
+// trimmed, and the error for an unreadable one names the file, never content.
+func TestAdminTokenFile(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "admin")
+	if err := os.WriteFile(p, []byte("  from-a-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := parse(t, nil, map[string]string{"PROXY_ADMIN_TOKEN_FILE": p})
+	if c.AdminToken != "from-a-file" {
+		t.Errorf("AdminToken = %q, want the file's", c.AdminToken)
 	}
 }

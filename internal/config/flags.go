@@ -18,6 +18,7 @@ var choices = map[string][]string{
 	"log-format":        {"json", "console"},
 	"slow-consumer":     {"backpressure", "disconnect"},
 	"rate-limit-action": {"throttle", "close"},
+	"auth":              {"none", "jwt"},
 }
 
 // ErrInvalid matches (errors.Is) every error Parse returns for a bad setting.

@@ -63,11 +63,6 @@ func parseEventsParams(rawQuery string) (groupName string, since *presence.Since
 	return groupName, since, nil
 }
 
-// checkWatchAuth is where authentication (SPEC section 9) applies to
-// watchers, once it exists: the same token rules as /ws, with the token
-// allowing groupName (the admin token: any group). Until then, none.
-func checkWatchAuth(r *http.Request, groupName string) *rejection { return nil }
-
 // serveEventsHTTP accepts a watcher with the same checks, in the same order,
 // and the same admission limits as /ws.
 func (s *Server) serveEventsHTTP(w http.ResponseWriter, r *http.Request) {
@@ -83,8 +78,11 @@ func (s *Server) serveEventsHTTP(w http.ResponseWriter, r *http.Request) {
 	if rej == nil {
 		rej = checkUpgrade(r)
 	}
-	if rej == nil {
-		rej = checkWatchAuth(r, groupName)
+	// Authentication (SPEC section 9): the same token rules as /ws, the
+	// token allowing groupName; the watcher ends when its token expires.
+	var expires time.Time
+	if rej == nil && s.opts.Authorize != nil {
+		_, expires, rej = s.authorize(r, "", groupName)
 	}
 	if rej != nil {
 		s.reject(w, rej)
@@ -101,7 +99,7 @@ func (s *Server) serveEventsHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
-	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: subprotocols})
 	if err != nil {
 		ticket.Release()
 		s.handlers.Done()
@@ -123,14 +121,18 @@ func (s *Server) serveEventsHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.closingAll.Load() {
 		sess.Close(websocket.StatusGoingAway, "going away")
 	}
-	go s.serveWatcher(sess, unwatch, ticket)
+	go s.serveWatcher(sess, unwatch, ticket, expires)
 }
 
 // serveWatcher reads from a watcher until its connection ends. A watcher
 // sends nothing: a data message closes it with 1008 "policy".
-func (s *Server) serveWatcher(sess *session.Session, unwatch func(), ticket *limits.Ticket) {
+func (s *Server) serveWatcher(sess *session.Session, unwatch func(), ticket *limits.Ticket, expires time.Time) {
 	defer s.handlers.Done()
 	defer ticket.Release()
+	if !expires.IsZero() {
+		// A watcher is never inside a message: the expiry closes it at once.
+		defer s.expireAt(sess, expires).stop()
+	}
 	_, r, err := sess.Conn().Reader(context.Background())
 	if err == nil {
 		_, _ = io.Copy(io.Discard, r)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/wsproxy/wsproxy/internal/auth"
 )
 
 // rejection is a refused handshake: an HTTP status, a message naming what is
@@ -28,6 +30,14 @@ func (r *rejection) setHeader(h http.Header) {
 	if r.reason == reasonBadVersion {
 		h.Set("Sec-WebSocket-Version", "13")
 	}
+	if r.status == http.StatusUnauthorized {
+		// RFC 6750 section 3.
+		if r.reason == auth.RefuseMissing.Reason {
+			h.Set("WWW-Authenticate", `Bearer realm="wsproxy"`)
+		} else {
+			h.Set("WWW-Authenticate", `Bearer realm="wsproxy", error="invalid_token"`)
+		}
+	}
 }
 
 // reasonBadVersion is the reason of a refusal for Sec-WebSocket-Version.
@@ -36,18 +46,21 @@ const reasonBadVersion = "bad_version"
 const maxParamLen = 128
 
 // parseParams extracts id and groupName from a raw query string (SPEC 2).
-func parseParams(rawQuery string) (id, groupName string, rej *rejection) {
+// With optionalID (authentication on) id may be missing: it comes back "".
+func parseParams(rawQuery string, optionalID bool) (id, groupName string, rej *rejection) {
 	q, err := url.ParseQuery(rawQuery)
 	if err != nil {
 		return "", "", &rejection{http.StatusBadRequest, "malformed query string", "bad_query"}
 	}
-	id, rej = single(q, "id")
-	if rej != nil {
-		return "", "", rej
-	}
-	if !ValidID(id) {
-		return "", "", &rejection{http.StatusBadRequest,
-			"parameter id must be 1-128 characters of A-Z a-z 0-9 - _ . ~", "bad_id"}
+	// Without id, under authentication, the token's subject is the id.
+	if !optionalID || len(q["id"]) > 0 {
+		if id, rej = single(q, "id"); rej != nil {
+			return "", "", rej
+		}
+		if !ValidID(id) {
+			return "", "", &rejection{http.StatusBadRequest,
+				"parameter id must be 1-128 characters of A-Z a-z 0-9 - _ . ~", "bad_id"}
+		}
 	}
 	groupName, rej = single(q, "groupName")
 	if rej != nil {

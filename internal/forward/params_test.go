@@ -409,7 +409,7 @@ func FuzzParseParams(f *testing.F) {
 	for _, in := range []string{
 		"%", "groupName=g", "id=a&id=a", "id=!", "id=a", "id=a&groupName=g&groupName=g", "id=a&groupName=",
 	} {
-		_, _, rej := parseParams(in)
+		_, _, rej := parseParams(in, false)
 		if rej == nil {
 			f.Fatalf("parseParams(%q) accepted", in)
 		}
@@ -431,7 +431,7 @@ func FuzzParseParams(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
-		id, group, rej := parseParams(raw)
+		id, group, rej := parseParams(raw, false)
 		wantID, wantGroup, wantOK := specAccepts(raw)
 		if rej == nil {
 			if !wantOK {

@@ -68,6 +68,9 @@ func (l *rateLimit) take(lim *rate.Limiter, n int) error {
 		k := min(n, lim.Burst())
 		n -= k
 		now := time.Now()
+		if lim.AllowN(now, k) {
+			continue // the common case, without ReserveN's allocation
+		}
 		r := lim.ReserveN(now, k)
 		d := r.DelayFrom(now)
 		if d <= 0 {

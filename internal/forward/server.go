@@ -24,6 +24,7 @@ import (
 	"github.com/coder/websocket"
 	"github.com/rs/zerolog"
 
+	"github.com/wsproxy/wsproxy/internal/auth"
 	"github.com/wsproxy/wsproxy/internal/group"
 	"github.com/wsproxy/wsproxy/internal/hijack"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
@@ -90,6 +91,9 @@ type Options struct {
 	MemoryBudget int64
 	// Admission limits connections before the upgrade (SPEC section 10).
 	Admission limits.AdmitOptions
+	// Authorize, if set, must allow every handshake (SPEC section 9); the
+	// id parameter is then optional.
+	Authorize Authorizer
 
 	// Presence bounds /ws/events (SPEC section 11; zero: the defaults).
 	Presence presence.Options
@@ -199,12 +203,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, &rejection{http.StatusMethodNotAllowed, "method not allowed: use GET with a WebSocket upgrade", "method"})
 		return
 	}
-	id, groupName, rej := parseParams(r.URL.RawQuery)
+	id, groupName, rej := parseParams(r.URL.RawQuery, s.opts.Authorize != nil)
 	if rej == nil {
 		rej = checkOrigin(r, s.opts.AllowedOrigins)
 	}
 	if rej == nil {
 		rej = checkUpgrade(r)
+	}
+	var expires time.Time
+	if rej == nil && s.opts.Authorize != nil {
+		id, expires, rej = s.authorize(r, id, groupName)
 	}
 	if rej != nil {
 		s.reject(w, rej)
@@ -222,7 +230,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
-	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: subprotocols})
 	if err != nil {
 		ticket.Release()
 		s.handlers.Done()
@@ -260,7 +268,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The connection is hijacked: net/http is done with it. Its goroutine,
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
-	go s.serve(sess, g, leave, ticket)
+	go s.serve(sess, g, leave, ticket, expires)
 }
 
 // refuseMember closes a session the registry refused (SPEC section 10:
@@ -286,13 +294,23 @@ func (s *Server) refuseMember(sess *session.Session, err error, ticket *limits.T
 	}()
 }
 
+// subprotocols are the ones the proxy answers with, if a client offers them:
+// browsers send a token as a second subprotocol beside this one (SPEC 9).
+var subprotocols = []string{auth.Subprotocol}
+
 // serve reads from sess until the connection ends, then waits for its writer
 // and logs the end, and gives back its admission ticket. Shutdown waits for
-// it (it was counted by track).
-func (s *Server) serve(sess *session.Session, g *group.Group, leave func(), ticket *limits.Ticket) {
+// it (it was counted by track). A connection with a token ends when it
+// expires (expires: zero for never).
+func (s *Server) serve(sess *session.Session, g *group.Group, leave func(), ticket *limits.Ticket, expires time.Time) {
 	defer s.handlers.Done()
 	defer ticket.Release()
-	err := s.readLoop(sess, g)
+	var exp *expiry
+	if !expires.IsZero() {
+		exp = s.expireAt(sess, expires)
+	}
+	err := s.readLoop(sess, g, exp)
+	exp.stop()
 	s.classifyEnd(sess, err)
 	leave() // after classifyEnd: presence's leave event carries the final close status
 	if err == nil {
@@ -335,9 +353,9 @@ func (s *Server) track() bool {
 // each message.
 var testHookNextMessage func(*session.Session)
 
-// readLoop reads and relays messages until the connection ends or the session
-// is asked to close.
-func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
+// readLoop reads and relays messages until the connection ends, the session
+// is asked to close, or exp (if not nil) is due at a message boundary.
+func (s *Server) readLoop(sess *session.Session, g *group.Group, exp *expiry) error {
 	conn := sess.Conn()
 	from := MemberSender(sess)
 	src := &source{stop: sess.Closing(), truncated: sess.NetConn().ReadFailed}
@@ -391,6 +409,9 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group) error {
 		}
 		if err != nil {
 			return err
+		}
+		if exp.boundary() {
+			return nil
 		}
 	}
 }

@@ -302,6 +302,8 @@ var (
 		"too_many_groups", "group_full",
 		// Connection admission (internal/limits.Reasons).
 		"max_connections", "ip_connections", "ip_rate", "ip_table_full",
+		// authentication (SPEC section 9)
+		"auth_missing", "auth_malformed", "auth_invalid", "auth_expired", "auth_id", "auth_group", "bad_subprotocol",
 	}
 	evictReasons = []string{"queue_full", "write_timeout", "memory", "memory_unfinished"}
 )
