@@ -350,7 +350,7 @@ func TestPresenceHandshake(t *testing.T) {
 
 // dialRawWatcher is a watcher that never reads, with a small receive
 // buffer so that it stops accepting bytes soon.
-func dialRawWatcher(t testing.TB, ts *testServer, group string) net.Conn {
+func dialRawWatcher(t testing.TB, ts *testServer, group string) *rawClient {
 	t.Helper()
 	u, _ := url.Parse(ts.http.URL)
 	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
@@ -374,11 +374,12 @@ func dialRawWatcher(t testing.TB, ts *testServer, group string) net.Conn {
 	if _, err := io.WriteString(nc, req); err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	br := bufio.NewReader(nc)
+	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("raw watcher: %v %v", resp, err)
 	}
-	return nc
+	return &rawClient{t: t, nc: nc, br: br}
 }
 
 // TestPresenceFrozenWatcher: a watcher that reads nothing is evicted (1008)
@@ -386,12 +387,24 @@ func dialRawWatcher(t testing.TB, ts *testServer, group string) net.Conn {
 func TestPresenceFrozenWatcher(t *testing.T) {
 	ts := startPresence(t, func(o *Options) {
 		o.SendQueueBytes = 16 << 10
-		o.WriteTimeout = 500 * time.Millisecond
+		// Longer than the test takes: the frozen watcher is closed because
+		// its queue overflowed, not because the write timed out.
+		o.WriteTimeout = 60 * time.Second
 	})
-	dialRawWatcher(t, ts, "g")
+	raw := dialRawWatcher(t, ts, "g")
+	waitUntil(t, func() bool { return len(ts.presence.Watchers()) == 1 })
+	frozen := ts.presence.Watchers()[0]
 	healthy := watch(t, ts, "g", "")
 	waitUntil(t, func() bool { return len(ts.presence.Watchers()) == 2 })
-	evicted := metricValue(t, ts, "wsproxy_evictions_total")
+	closed := func() bool {
+		select {
+		case <-frozen.Closing():
+			return true
+		default:
+			return false
+		}
+	}
+	evicted := metricValue(t, ts, "wsproxy_evictions_total", "reason=queue_full")
 
 	// Data at full speed meanwhile.
 	a := dial(t, ts, "a", "g")
@@ -440,7 +453,7 @@ func TestPresenceFrozenWatcher(t *testing.T) {
 		churn.Add(1)
 		go func() {
 			defer churn.Done()
-			for i := 0; len(ts.presence.Watchers()) == 2 && time.Since(start) < 60*time.Second; i++ {
+			for i := 0; !closed() && time.Since(start) < 45*time.Second; i++ {
 				m, _, err := websocket.Dial(context.Background(), wsURL(ts.url, fmt.Sprintf("%s%d-%d", long, c, i), "g"), nil)
 				if err != nil {
 					t.Error(err)
@@ -452,16 +465,18 @@ func TestPresenceFrozenWatcher(t *testing.T) {
 		}()
 	}
 	churn.Wait()
-	if len(ts.presence.Watchers()) == 2 {
+	if !closed() {
 		t.Fatal("the frozen watcher was never closed")
 	}
 	if err := <-dataDone; err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("frozen watcher closed after %d joins and leaves, %v", joins.Load(), time.Since(start))
-	if got := metricValue(t, ts, "wsproxy_evictions_total"); got != evicted+1 {
+	if got := metricValue(t, ts, "wsproxy_evictions_total", "reason=queue_full"); got != evicted+1 {
 		t.Fatalf("evictions %v, want %v", got, evicted+1)
 	}
+	// Reading again, it gets what was sent before the eviction, then 1008.
+	raw.expectClose(int(websocket.StatusPolicyViolation), 30*time.Second)
 	healthy.Close(websocket.StatusNormalClosure, "")
 	if err := <-readDone; err != nil {
 		t.Fatal(err)
