@@ -21,6 +21,7 @@ import (
 func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *forward.Server) http.Handler {
 	r := chi.NewRouter()
 	r.Handle("/ws", fwd)
+	r.Handle("/ws/events", fwd.Events())
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ok", "version": version.String()})
 	})

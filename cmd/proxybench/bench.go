@@ -77,9 +77,9 @@ func (b *bench) fanout(out *strings.Builder) error {
 	p := b.p
 	fmt.Fprintf(out, "\n## Fan-out (closed loop)\n\n%d groups x %d members, one sender per group, %d receivers each; "+
 		"each sender keeps at most %d messages ahead of its slowest receiver. Measured for %v after %v of warm-up. "+
-		"A delivery is one message received by one receiver. Baselines: the same %d senders, each streaming to its "+
+		"A delivery is one message received by one receiver (presence watchers per group: %d). Baselines: the same %d senders, each streaming to its "+
 		"own connection to a sink that reads and discards (no relay, so a delivery there is one message read).\n",
-		fanGroups, fanMembers, fanMembers-1, fanWindow, p.fanMeasure, p.fanWarmup, fanGroups)
+		fanGroups, fanMembers, fanMembers-1, fanWindow, p.fanMeasure, p.fanWarmup, watchersPerGroup, fanGroups)
 	for _, size := range fanSizes {
 		var rows []fanoutResult
 		for _, sysName := range b.systems("wsproxy", "nats") {

@@ -99,6 +99,30 @@ func (s wsproxySystem) join(ctx context.Context, group, id string, onMsg func([]
 	return m, nil
 }
 
+// watchersPerGroup is -watchers-per-group: presence watchers on each
+// wsproxy fan-out group.
+var watchersPerGroup int
+
+// watch connects a presence watcher (/ws/events) of group that reads and
+// discards every event. It is a member only in that close ends it.
+func (s wsproxySystem) watch(ctx context.Context, group string) (member, error) {
+	c, _, err := websocket.Dial(ctx, "ws://"+s.addr+"/ws/events?groupName="+url.QueryEscape(group), nil)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(-1)
+	m := &wsMember{c: c, done: make(chan struct{})}
+	go func() {
+		defer close(m.done)
+		for {
+			if _, _, err := c.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	return m, nil
+}
+
 func (m *wsMember) send(p []byte) error {
 	return m.c.Write(context.Background(), websocket.MessageBinary, p)
 }

@@ -92,6 +92,15 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 		g := &fanGroup{wake: make(chan struct{}, 1)}
 		groups[gi] = g
 		name := "g" + strconv.Itoa(gi)
+		if ws, ok := sys.(wsproxySystem); ok {
+			for range watchersPerGroup {
+				w, err := ws.watch(ctx, name)
+				if err != nil {
+					return res, fmt.Errorf("watch %s: %w", name, err)
+				}
+				members = append(members, w)
+			}
+		}
 		for mi := 1; mi < cfg.members; mi++ {
 			r := &fanReceiver{g: g}
 			g.recv = append(g.recv, r)

@@ -104,10 +104,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	pprofDir := fs.String("pprof", "", "directory for CPU profiles of the proxy during the fan-out and latency runs (turns on its WSPROXY_PPROF_ADDR listener)")
 	proxyArgs := fs.String("proxy-args", "", "extra flags for every wsproxy the benchmark starts, space-separated (e.g. to turn limits on)")
 	proxyOnly := fs.Bool("proxy-only", false, "run wsproxy alone: no NATS and no baselines except where a target needs one")
+	watchers := fs.Int("watchers-per-group", 0, "fan-out: this many presence watchers (/ws/events) on each wsproxy group, reading every event")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	proxyExtra = strings.Fields(*proxyArgs)
+	watchersPerGroup = *watchers
 	p := fullParams()
 	if *quick {
 		p = quickParams()

@@ -31,6 +31,7 @@ import (
 	"github.com/wsproxy/wsproxy/internal/limits"
 	"github.com/wsproxy/wsproxy/internal/message"
 	"github.com/wsproxy/wsproxy/internal/metrics"
+	"github.com/wsproxy/wsproxy/internal/presence"
 	"github.com/wsproxy/wsproxy/internal/session"
 )
 
@@ -93,6 +94,9 @@ type Options struct {
 	// Authorize, if set, must allow every handshake (SPEC section 9); the
 	// id parameter is then optional.
 	Authorize Authorizer
+
+	// Presence bounds /ws/events (SPEC section 11; zero: the defaults).
+	Presence presence.Options
 }
 
 // Server is the /ws handler and the owner of every session.
@@ -107,6 +111,7 @@ type Server struct {
 	limits   group.Limits
 	admit    *limits.Admission  // nil: every admission limit off
 	refusals *limits.LogLimiter // refusals are logged at a bounded rate
+	presence *presence.Hub      // watchers of /ws/events (events.go)
 
 	// draining is set once, under mu; handlers counts connections that
 	// passed the draining check under mu, so Shutdown can wait for all.
@@ -129,6 +134,7 @@ func NewServer(opts Options, log zerolog.Logger, m *metrics.Metrics) *Server {
 		admit:    limits.NewAdmission(opts.Admission),
 		refusals: limits.NewLogLimiter(time.Second),
 	}
+	s.initPresence()
 	if s.admit != nil {
 		m.GaugeFunc("wsproxy_admitted_connections", "Connections holding an admission slot (--max-connections): open ones and handshakes in progress.", func() float64 {
 			return float64(s.admit.Open())
@@ -305,8 +311,8 @@ func (s *Server) serve(sess *session.Session, g *group.Group, leave func(), tick
 	}
 	err := s.readLoop(sess, g, exp)
 	exp.stop()
-	leave()
 	s.classifyEnd(sess, err)
+	leave() // after classifyEnd: presence's leave event carries the final close status
 	if err == nil {
 		// Closing: read on (forwarding nothing) until the client answers
 		// the close frame, or the writer cuts the socket.
@@ -496,7 +502,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 closeAll:
 	s.closingAll.Store(true)
-	sessions := s.registry.Sessions()
+	sessions := append(s.registry.Sessions(), s.presence.Watchers()...)
 	for _, sess := range sessions {
 		sess.Close(websocket.StatusGoingAway, "going away")
 	}
@@ -504,16 +510,18 @@ closeAll:
 	go func() { s.handlers.Wait(); close(done) }()
 	select {
 	case <-done:
+		s.presence.Close()
 		return
 	case <-time.After(s.opts.CloseGrace + time.Second):
 	}
 	// Whatever is still up is stuck in a write to a client that reads
 	// nothing: cut it off.
-	for _, sess := range append(sessions, s.registry.Sessions()...) {
+	for _, sess := range append(append(sessions, s.registry.Sessions()...), s.presence.Watchers()...) {
 		sess.NetConn().AbortWrites()
 		_ = sess.NetConn().Close()
 	}
 	<-done
+	s.presence.Close()
 }
 
 // busy reports whether any session has something queued, is reading a

@@ -20,6 +20,35 @@ type Registry struct {
 	mu     sync.Mutex
 	groups map[string]*Group // guarded by mu
 	count  atomic.Int64      // number of groups, for metrics
+
+	// observer, if set (SetObserver, before any join), is told of every
+	// join and leave under mu (package presence).
+	observer Observer
+}
+
+// Observer is told of joins and leaves, under the registry's lock, in the
+// order they happen; it must not block or call the registry. Left runs once
+// per member that joined and was not replaced, after its close status is
+// final (the caller calls leave then).
+type Observer interface {
+	Joined(s *session.Session, replaced bool)
+	Left(s *session.Session)
+}
+
+// SetObserver sets the registry's observer. Call it before any join.
+func (r *Registry) SetObserver(o Observer) { r.observer = o }
+
+// Observe runs f under the registry's lock with the members of the named
+// group (nil if it has none), so that what f sees is consistent with the
+// Observer's calls before and after it.
+func (r *Registry) Observe(name string, f func(members []*session.Session)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ms []*session.Session
+	if g := r.groups[name]; g != nil {
+		ms = g.Members()
+	}
+	f(ms)
 }
 
 // NewRegistry returns an empty registry.
@@ -95,6 +124,9 @@ func (r *Registry) JoinLimited(s *session.Session, lim Limits) (g *Group, replac
 	replaced = g.byID[s.ID]
 	g.byID[s.ID] = s
 	g.publishLocked()
+	if r.observer != nil {
+		r.observer.Joined(s, replaced != nil)
+	}
 	r.mu.Unlock()
 
 	var once sync.Once
@@ -109,6 +141,9 @@ func (r *Registry) leave(g *Group, s *session.Session) {
 	}
 	delete(g.byID, s.ID)
 	g.publishLocked()
+	if r.observer != nil {
+		r.observer.Left(s)
+	}
 	if len(g.byID) == 0 && r.groups[g.Name] == g {
 		delete(r.groups, g.Name)
 		r.count.Add(-1)
