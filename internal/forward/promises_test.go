@@ -499,7 +499,8 @@ func TestPingInFlightWhenParked(t *testing.T) {
 	go func() { seqs, err := collect(r, 2*time.Minute); results <- result{seqs, err} }()
 	s.CloseRead(context.Background()) // the sender's client answers pings
 
-	// x reads a frame every 20 ms and answers its pings.
+	// x reads a frame every 100 ms (160 KiB/s: slower than any sender
+	// here, however loaded the machine) and answers its pings.
 	x := dialRaw(t, ts, "x", "g")
 	xDone := make(chan struct{})
 	go func() {
@@ -517,7 +518,7 @@ func TestPingInFlightWhenParked(t *testing.T) {
 			case opClose:
 				return
 			default:
-				time.Sleep(20 * time.Millisecond)
+				time.Sleep(100 * time.Millisecond)
 			}
 		}
 	}()
@@ -548,7 +549,7 @@ func TestPingInFlightWhenParked(t *testing.T) {
 	if code, reason, _ := ss.CloseStatus(); code != 0 {
 		t.Fatalf("sender closed with %d %q", code, reason)
 	}
-	if _, parks := ss.Parks(); parks-parks0 < 20 {
+	if _, parks := ss.Parks(); parks-parks0 < 10 {
 		t.Fatalf("the sender parked %d times in 4 s: the test did not do what it means to", (parks-parks0)/2)
 	}
 	// x goes; the rest reaches r.

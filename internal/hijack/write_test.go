@@ -97,7 +97,9 @@ func TestWriteStallFailsAfterOneTimeout(t *testing.T) {
 // completes at once tries once and sets the deadline once.
 func TestWriteSlowPeerOverTCP(t *testing.T) {
 	t.Parallel()
-	const timeout = 800 * time.Millisecond
+	// 1.5 s: the peer below reads every 10 ms, but a loaded machine may
+	// starve it for much longer than that now and then.
+	const timeout = 1500 * time.Millisecond
 	s, peer := tcpPair(t)
 	_ = s.SetWriteBuffer(64 << 10) // small buffers: the writer waits often
 	_ = peer.SetReadBuffer(64 << 10)
@@ -126,7 +128,7 @@ func TestWriteSlowPeerOverTCP(t *testing.T) {
 	got := make([]byte, 0, len(want))
 	buf := make([]byte, 16<<10)
 	for len(got) < len(want) {
-		time.Sleep(5 * time.Millisecond) // 16 KiB per 5 ms: 2.5 s in all
+		time.Sleep(10 * time.Millisecond) // 16 KiB per 10 ms: 5 s in all
 		n, err := peer.Read(buf)
 		if err != nil {
 			t.Fatalf("peer read after %d bytes: %v", len(got), err)
