@@ -107,6 +107,11 @@ func Dial(ctx context.Context, cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return dial(ctx, u, cfg)
+}
+
+// dial connects to the URL u with cfg's settings (not its URL, ID, Group).
+func dial(ctx context.Context, u string, cfg Config) (*Conn, error) {
 	timeout := cfg.HandshakeTimeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second

@@ -40,6 +40,13 @@
 // member that is away, and this package never re-sends anything after a
 // reconnect.
 //
-// Presence (who joins and leaves, SPEC section 11, /ws/events) is not in this
-// package yet: the proxy does not serve that endpoint yet.
+// # Presence
+//
+// [Watch] watches who is in a group and who joins and leaves
+// (docs/protocol.md section 11, /ws/events), on a connection of its own
+// beside the data connection: a [Watcher]'s [Watcher.Next] returns a
+// [Snapshot] first, then a [Join] or [Leave] per change (a leave with the
+// member's close code, and [Event.Why] in the browser page's words). It
+// reconnects by the shared policy and resumes from the last event seen: the
+// events missed, or a fresh Snapshot when the proxy no longer has them.
 package client

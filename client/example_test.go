@@ -89,3 +89,36 @@ func waitMember(p *proxytest.Proxy, group, id string) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// Watching who joins and leaves a group (presence), beside the data
+// connection.
+func ExampleWatch() {
+	proxy := proxytest.New()
+	defer proxy.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	w, err := client.Watch(ctx, client.WatchConfig{Config: client.Config{URL: proxy.URL, Group: "demo"}})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer w.Close()
+	ev, _ := w.Next(ctx) // first, who is there
+	fmt.Println(ev.Type, len(ev.Members))
+
+	bob, err := client.Dial(ctx, client.Config{URL: proxy.URL, ID: "bob", Group: "demo"})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ev, _ = w.Next(ctx)
+	fmt.Println(ev.Type, ev.ID, ev.Seq)
+	_ = bob.Close()
+	ev, _ = w.Next(ctx)
+	fmt.Println(ev.Type, ev.ID, ev.Code, ev.Why())
+	// Output:
+	// snapshot 0
+	// join bob 1
+	// leave bob 1000 left
+}

@@ -83,6 +83,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		cfg.Forward.Authorize = v.Authorize
 	}
+	// The admin token may also watch any group's presence (docs/protocol.md
+	// section 11); it never admits a member.
+	cfg.Forward.AdminToken = cfg.AdminToken
 	var tlsConfig *tls.Config
 	if cfg.TLSCertFile != "" {
 		certs, err := certfile.New(cfg.TLSCertFile, cfg.TLSKeyFile)

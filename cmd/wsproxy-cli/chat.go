@@ -24,10 +24,13 @@ one line each, with the time and, when the message says so, who sent it.
 Lines are sent as {"type":"chat","from":ID,"data":LINE} envelopes (the page shows them as chat
 too), or as plain text with --plain. Ctrl-D on a terminal, /quit or Ctrl-C leaves. When stdin is
 not a terminal, its end stops sending only, unless --exit-on-eof. Reconnects by the shared policy
-(docs/protocol.md, Reconnecting) unless --reconnect=never.`)
+(docs/protocol.md, Reconnecting) unless --reconnect=never. Who is in the group, and who joins and
+leaves, is printed as "* ..." lines (from a presence watcher beside the connection) unless
+--presence=false.`)
 	plain := fs.Bool("plain", false, "send each line as plain text, not as a chat envelope")
 	exitOnEOF := fs.Bool("exit-on-eof", false, "leave when stdin ends (the default on a terminal)")
 	reconnect := fs.String("reconnect", "auto", "auto (the shared policy) or never")
+	presence := fs.Bool("presence", true, "print who is in the group and who joins and leaves")
 	if code := e.parse(fs, c, args); code >= 0 {
 		return code
 	}
@@ -84,6 +87,16 @@ not a terminal, its end stops sending only, unless --exit-on-eof. Reconnects by 
 	defer cancel()
 	runErr := make(chan error, 1)
 	go func() { runErr <- cl.Run(ctx) }()
+	presenceDone := make(chan struct{})
+	if *presence {
+		go func() {
+			defer close(presenceDone)
+			chatPresence(ctx, e, cfg, policy, c.id, out)
+		}()
+	} else {
+		close(presenceDone)
+	}
+	defer func() { cancel(); <-presenceDone }()
 
 	lines := make(chan string)
 	go func() {
@@ -139,6 +152,33 @@ not a terminal, its end stops sending only, unless --exit-on-eof. Reconnects by 
 			if err != nil && ctx.Err() == nil {
 				fmt.Fprintln(e.stderr, "wsproxy-cli: not sent:", err)
 			}
+		}
+	}
+}
+
+// chatPresence prints presence lines ("* bob joined") until ctx ends, from a
+// watcher beside the chat's connection. A proxy that refuses it (an older
+// one without /ws/events, a token that does not allow watching) costs the
+// lines only, said once on stderr.
+func chatPresence(ctx context.Context, e *env, cfg client.Config, policy client.Policy, self string, out *lockedWriter) {
+	w, err := client.Watch(ctx, client.WatchConfig{Config: cfg, Policy: policy})
+	if err != nil {
+		if ctx.Err() == nil {
+			fmt.Fprintln(e.stderr, "wsproxy-cli: no presence lines:", err)
+		}
+		return
+	}
+	defer w.Close()
+	for {
+		ev, err := w.Next(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				fmt.Fprintln(e.stderr, "wsproxy-cli: no more presence lines:", err)
+			}
+			return
+		}
+		if line := presenceLine(ev, self); line != "" {
+			out.printf("%s * %s\n", stamp(), line)
 		}
 	}
 }

@@ -30,7 +30,6 @@ const (
 	exitRefused = 3 // the proxy refused the connection (HTTP status and reason printed)
 	exitClosed  = 4 // the proxy closed the connection with a code that says not to reconnect
 	exitBadFile = 5 // receive: a file failed verification or was refused (unsafe name, too big)
-	exitUnavail = 6 // the feature needs something the proxy does not offer yet (watch)
 )
 
 const usage = `wsproxy-cli: a terminal client for a wsproxy group.
@@ -40,7 +39,7 @@ Usage:
   wsproxy-cli pipe    [flags]            stdin to the group, the group to stdout, like websocat
   wsproxy-cli send    [flags] FILE...    send files (name, size, type, SHA-256), with progress
   wsproxy-cli receive [flags] --dir DIR  save the files sent to the group, verified
-  wsproxy-cli watch   [flags]            presence (not available yet: the proxy has no /ws/events)
+  wsproxy-cli watch   [flags]            who is in the group, and who joins and leaves (presence)
   wsproxy-cli help [COMMAND]
   (flags without a command mean chat)
 
@@ -60,7 +59,6 @@ Exit codes:
   3  the proxy refused the connection (its HTTP status and reason are printed)
   4  the proxy closed the connection with a code that says not to reconnect (printed)
   5  receive: a file failed verification or was refused (unsafe name, too big)
-  6  watch: presence is not available from the proxy yet
 `
 
 func main() {
@@ -131,7 +129,7 @@ func (e *env) flags(name, args string, about string) (*flag.FlagSet, *common) {
 	fs.Usage = func() {
 		fmt.Fprintf(e.stderr, "Usage: wsproxy-cli %s %s\n\n%s\n\nFlags:\n", name, args, about)
 		fs.PrintDefaults()
-		fmt.Fprint(e.stderr, "\nExit codes: 0 done, 1 error, 2 usage, 3 refused by the proxy, 4 closed by the proxy,\n5 a received file failed verification or was refused, 6 not available yet.\n")
+		fmt.Fprint(e.stderr, "\nExit codes: 0 done, 1 error, 2 usage, 3 refused by the proxy, 4 closed by the proxy,\n5 a received file failed verification or was refused.\n")
 	}
 	return fs, c
 }
@@ -224,13 +222,4 @@ func exitCode(err error) int {
 		return exitClosed
 	}
 	return exitError
-}
-
-func watch(ctx context.Context, e *env, args []string) int {
-	fs, c := e.flags("watch", "[flags]", "Print who joins and leaves the group.")
-	if code := e.parse(fs, c, args); code >= 0 {
-		return code
-	}
-	fmt.Fprintln(e.stderr, "wsproxy-cli: watch is not available yet: the proxy does not serve presence (/ws/events, SPEC section 11) in this version")
-	return exitUnavail
 }

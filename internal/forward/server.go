@@ -94,6 +94,10 @@ type Options struct {
 	// Authorize, if set, must allow every handshake (SPEC section 9); the
 	// id parameter is then optional.
 	Authorize Authorizer
+	// AdminToken, if set, also admits a watcher of any group on /ws/events
+	// that sends "Authorization: Bearer <AdminToken>" (compared in constant
+	// time), whatever Authorize would say. It never admits a member on /ws.
+	AdminToken string
 
 	// Presence bounds /ws/events (SPEC section 11; zero: the defaults).
 	Presence presence.Options

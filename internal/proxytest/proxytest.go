@@ -1,7 +1,7 @@
 // Package proxytest runs a real wsproxy forwarder in-process for the tests of
 // the packages that talk to one (the client package, the CLI). It is the
-// proxy's own /ws handler behind an httptest server on a free loopback port,
-// with the SPEC defaults and short timeouts.
+// proxy's own /ws and /ws/events handlers behind an httptest server on a free
+// loopback port, with the SPEC defaults and short timeouts.
 package proxytest
 
 import (
@@ -63,6 +63,10 @@ func New(mod ...func(*forward.Options)) *Proxy {
 	p := &Proxy{opts: opts}
 	p.cur = p.newServer()
 	p.hs = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/ws/events" {
+			p.Server().Events().ServeHTTP(w, r)
+			return
+		}
 		if r.URL.Path != "/ws" {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusNotFound)
