@@ -259,9 +259,11 @@ func quiesce(t *testing.T, ts *testServer) {
 }
 
 // overhead is what a memory test allows the live heap to grow beyond the
-// budget: connections and their buffers, goroutines, and the test's own
-// clients.
-const overhead = 16 << 20
+// budget: connections and their buffers, goroutines, the test's own clients
+// (19-28 MiB of growth were seen for a 24 MiB budget on a quiet machine, 48
+// on a loaded one). Without the budget the stuck-receivers test pins about
+// 96 MiB.
+const overhead = 32 << 20
 
 // budgetCheck fails t if the budget ever held more than its limit, or the
 // heap grew by more than the limit plus overhead.

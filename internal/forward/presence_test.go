@@ -472,8 +472,14 @@ func TestPresenceFrozenWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("frozen watcher closed after %d joins and leaves, %v", joins.Load(), time.Since(start))
-	if got := metricValue(t, ts, "wsproxy_evictions_total", "reason=queue_full"); got != evicted+1 {
-		t.Fatalf("evictions %v, want %v", got, evicted+1)
+	// The frozen watcher was closed for its full queue. (The healthy one
+	// may have been too, if a loaded machine starved its reader: its queue
+	// is only 16 KiB; so the count is at least one more, not exactly.)
+	if code, reason, _ := frozen.CloseStatus(); code != websocket.StatusPolicyViolation || reason != "slow consumer" {
+		t.Fatalf("the frozen watcher was closed with %d %q, want 1008 \"slow consumer\"", code, reason)
+	}
+	if got := metricValue(t, ts, "wsproxy_evictions_total", "reason=queue_full"); got < evicted+1 {
+		t.Fatalf("evictions{queue_full} %v, want at least %v", got, evicted+1)
 	}
 	// Reading again, it gets what was sent before the eviction, then 1008.
 	raw.expectClose(int(websocket.StatusPolicyViolation), 30*time.Second)
