@@ -12,7 +12,6 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/wsproxy/wsproxy/internal/hijack"
 	"github.com/wsproxy/wsproxy/internal/limits"
 	"github.com/wsproxy/wsproxy/internal/presence"
 	"github.com/wsproxy/wsproxy/internal/session"
@@ -93,34 +92,12 @@ func (s *Server) serveEventsHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, rej)
 		return
 	}
-	ticket, refusal := s.admit.Admit(r)
-	if refusal != nil {
-		s.refuse(w, r, refusal)
-		return
-	}
-	if !s.track() {
-		ticket.Release()
-		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
-		return
-	}
-	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
-	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: subprotocols})
-	if err != nil {
-		ticket.Release()
-		s.handlers.Done()
-		s.metrics.Rejected("accept")
-		return
-	}
-	conn.SetReadLimit(-1) // a data message is refused whatever its size
 	// A watcher is a session that is in no group: the same bounded queue,
 	// write timeout, keepalive and close handshake as a member's.
-	sess := session.New(conn, hw.Conn(), "", groupName, session.Config{
-		QueueBytes:   s.opts.SendQueueBytes,
-		WriteTimeout: s.opts.WriteTimeout,
-		PingInterval: s.opts.PingInterval,
-		PingTimeout:  s.opts.PingTimeout,
-		CloseGrace:   s.opts.CloseGrace,
-	}, s.log, s.metrics)
+	sess, ticket, ok := s.upgrade(w, r, "", groupName)
+	if !ok {
+		return
+	}
 	sess.Start()
 	unwatch := s.presence.Watch(sess, since)
 	if s.closingAll.Load() {

@@ -222,37 +222,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, rej)
 		return
 	}
-	ticket, refusal := s.admit.Admit(r)
-	if refusal != nil {
-		s.refuse(w, r, refusal)
+	sess, ticket, ok := s.upgrade(w, r, id, groupName)
+	if !ok {
 		return
 	}
-	if !s.track() {
-		ticket.Release()
-		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
-		return
-	}
-
-	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
-	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: subprotocols})
-	if err != nil {
-		ticket.Release()
-		s.handlers.Done()
-		s.metrics.Rejected("accept")
-		s.log.Debug().Err(err).Msg("websocket accept failed")
-		return
-	}
-	// The proxy enforces --max-message-bytes itself, so that the close frame
-	// carries its own constant reason.
-	conn.SetReadLimit(-1)
-
-	sess := session.New(conn, hw.Conn(), id, groupName, session.Config{
-		QueueBytes:   s.opts.SendQueueBytes,
-		WriteTimeout: s.opts.WriteTimeout,
-		PingInterval: s.opts.PingInterval,
-		PingTimeout:  s.opts.PingTimeout,
-		CloseGrace:   s.opts.CloseGrace,
-	}, s.log, s.metrics)
 	g, replaced, leave, err := s.registry.JoinLimited(sess, s.limits)
 	if err != nil {
 		s.refuseMember(sess, err, ticket)
@@ -273,6 +246,44 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
 	go s.serve(sess, g, leave, ticket, expires)
+}
+
+// upgrade takes an admission slot for a handshake that passed its checks,
+// counts the connection in for Shutdown, upgrades it and makes its session
+// (not started). On false the client has had its answer and nothing is
+// held. The caller gives the ticket back when the connection ends.
+func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, id, groupName string) (*session.Session, *limits.Ticket, bool) {
+	ticket, refusal := s.admit.Admit(r)
+	if refusal != nil {
+		s.refuse(w, r, refusal)
+		return nil, nil, false
+	}
+	if !s.track() {
+		ticket.Release()
+		s.reject(w, &rejection{http.StatusServiceUnavailable, "server is shutting down", "draining"})
+		return nil, nil, false
+	}
+	hw := hijack.NewResponseWriter(w, s.opts.WriteTimeout)
+	conn, err := websocket.Accept(hw, r, &websocket.AcceptOptions{InsecureSkipVerify: true, Subprotocols: subprotocols})
+	if err != nil {
+		ticket.Release()
+		s.handlers.Done()
+		s.metrics.Rejected("accept")
+		s.log.Debug().Err(err).Msg("websocket accept failed")
+		return nil, nil, false
+	}
+	// The proxy enforces --max-message-bytes itself, so that the close
+	// frame carries its own constant reason (and a watcher refuses any data
+	// message, whatever its size).
+	conn.SetReadLimit(-1)
+	sess := session.New(conn, hw.Conn(), id, groupName, session.Config{
+		QueueBytes:   s.opts.SendQueueBytes,
+		WriteTimeout: s.opts.WriteTimeout,
+		PingInterval: s.opts.PingInterval,
+		PingTimeout:  s.opts.PingTimeout,
+		CloseGrace:   s.opts.CloseGrace,
+	}, s.log, s.metrics)
+	return sess, ticket, true
 }
 
 // refuseMember closes a session the registry refused (SPEC section 10:
