@@ -285,3 +285,48 @@ func TestDelay(t *testing.T) {
 		t.Logf("undelayed round trip took %v (a loaded machine?)", took)
 	}
 }
+
+// cleanupTB runs the cleanups New registers when the test asks, not when it
+// ends.
+type cleanupTB struct {
+	testing.TB
+	cleanups []func()
+}
+
+func (c *cleanupTB) Cleanup(f func()) { c.cleanups = append(c.cleanups, f) }
+
+// The end of the test closes every connection, even those Blackhole holds,
+// and waits for all of the proxy's goroutines.
+func TestCleanupWhileBlackholed(t *testing.T) {
+	tg := newTarget(t)
+	tb := &cleanupTB{TB: t}
+	p := New(tb, tg.ln.Addr().String())
+	c, s := tg.dial(t, p)
+	p.Blackhole()
+	c.Write([]byte("held up"))
+	s.Write([]byte("held down"))
+	silent(t, s)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for _, f := range tb.cleanups {
+			f()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(waitFor):
+		t.Fatalf("the proxy's cleanup has not returned after %v", waitFor)
+	}
+	if n := p.Conns(); n != 0 {
+		t.Errorf("Conns() = %d after cleanup", n)
+	}
+	c.SetReadDeadline(time.Now().Add(waitFor))
+	if n, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("client read %d bytes, %v after cleanup; want its end", n, err)
+	}
+	if _, err := net.DialTimeout("tcp", p.Addr(), time.Second); err == nil {
+		t.Error("the proxy still accepts after cleanup")
+	}
+}
