@@ -156,6 +156,10 @@ func TestStopRestart(t *testing.T) {
 	pubSub(t, c, "before")
 
 	s.Stop()
+	if conn, err := net.Dial("tcp", s.Addr()); err == nil {
+		conn.Close()
+		t.Error("the server still accepts when Stop has returned")
+	}
 	c.waitDisconnected(t)
 	if err := c.FlushTimeout(time.Second); err == nil {
 		t.Error("flush succeeded with the server stopped")
