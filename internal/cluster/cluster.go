@@ -248,6 +248,10 @@ func (n *Node) Start(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
+	if err := n.startAdmin(); err != nil {
+		nc.Close()
+		return err
+	}
 	n.wg.Add(1)
 	go n.heartbeats()
 	n.log.Info().Str("epoch", epochHex(n.epoch.Load())).Str("nats", nc.ConnectedUrlRedacted()).
