@@ -55,6 +55,7 @@ func (n *Node) busLost(err error) {
 		return
 	}
 	n.lostSince.Store(time.Now().UnixNano())
+	n.downSince.Store(time.Now().UnixNano())
 	n.met.up.Set(0)
 	select {
 	case <-n.closed:
@@ -113,6 +114,11 @@ func (n *Node) busBack() {
 		defer n.wg.Done()
 		n.resyncing.Lock()
 		defer n.resyncing.Unlock()
+		if down := n.downSince.Load(); down != 0 && time.Since(time.Unix(0, down)) >= n.cfg.PeerTimeout-n.cfg.Heartbeat {
+			// Away for about the peer timeout: the others may have
+			// declared this node lost. It starts over.
+			n.fenced()
+		}
 		for attempt := 0; ; attempt++ {
 			select {
 			case <-n.closed:
@@ -141,6 +147,8 @@ func (n *Node) busBack() {
 		}
 		n.mu.Unlock()
 		n.sendSyncs()
+		n.alive.Store(time.Now().UnixNano())
+		n.downSince.Store(0)
 		n.connected.Store(true)
 		n.met.up.Set(1)
 		n.log.Info().Msg("cluster: NATS connection back; ready")

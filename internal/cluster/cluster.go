@@ -122,7 +122,9 @@ type Node struct {
 	connected  atomic.Bool
 	synced     atomic.Bool // the registry watch has delivered every key
 	heartbeat  atomic.Bool // the first heartbeat is out
-	lostSince  atomic.Int64
+	lostSince  atomic.Int64 // when the bus was lost (0: not lost, or handled)
+	downSince  atomic.Int64 // when the bus was lost (0: connected)
+	alive      atomic.Int64 // when a round trip to NATS last succeeded
 	resyncing  sync.Mutex // one resync at a time
 	closed     chan struct{}
 	closedOnce sync.Once
@@ -137,6 +139,7 @@ type Node struct {
 	in      map[inKey]*inGroup   // (origin, group) states
 	nodeSub *nats.Subscription
 	watcher jetstream.KeyWatcher
+	stopWatch context.CancelFunc
 	order   jetstream.KeyValue   // stream order leases (order.go)
 	leases  map[placedKey]*lease // held, by stream
 	data    *nats.Subscription   // static after Start
@@ -198,7 +201,9 @@ func (n *Node) Start(ctx context.Context) error {
 		nats.PingInterval(n.cfg.Heartbeat),
 		nats.MaxPingsOutstanding(2),
 		nats.Timeout(2 * time.Second),
-		nats.FlusherTimeout(n.cfg.WriteTimeout),
+		// A write to a link that went dead fails (and the connection is
+		// dropped) well within the peer timeout.
+		nats.FlusherTimeout(n.cfg.PeerTimeout / 2),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { n.busLost(err) }),
 		nats.ReconnectHandler(func(*nats.Conn) { n.busBack() }),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) { n.asyncError(sub, err) }),
@@ -252,8 +257,10 @@ func (n *Node) Start(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
-	n.wg.Add(1)
+	n.alive.Store(time.Now().UnixNano())
+	n.wg.Add(2)
 	go n.heartbeats()
+	go n.probe()
 	n.log.Info().Str("epoch", epochHex(n.epoch.Load())).Str("nats", nc.ConnectedUrlRedacted()).
 		Int("chunk_bytes", n.chunk).Msg("cluster: joined")
 	return nil
@@ -301,12 +308,7 @@ func (n *Node) Close() {
 	}
 	n.sendBye()
 	_ = n.nc.FlushTimeout(2 * time.Second)
-	n.mu.Lock()
-	w := n.watcher
-	n.mu.Unlock()
-	if w != nil {
-		_ = w.Stop()
-	}
+	n.stopWatcher()
 	n.nc.Close()
 	// Whatever is still being relayed from other nodes is abandoned.
 	n.mu.Lock()

@@ -27,3 +27,33 @@ func counterValue(t testing.TB, n *node, name string) float64 {
 	}
 	return v
 }
+
+// crash ends the node's link and goroutines with nothing said to anyone.
+func (n *Node) crash() {
+	n.closedOnce.Do(func() { close(n.closed) })
+	n.stopWatcher()
+	n.nc.Close()
+	n.wg.Wait()
+}
+
+// labelValue is the value of a metric's series whose label is value.
+func labelValue(t testing.TB, n *node, name, label, value string) float64 {
+	t.Helper()
+	mfs, err := n.met.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -119,9 +119,7 @@ func (n *node) kill() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n.fwd.Shutdown(ctx)
-	n.bus.closedOnce.Do(func() { close(n.bus.closed) })
-	n.bus.nc.Close()
-	n.bus.wg.Wait()
+	n.bus.crash()
 	n.hs.Close()
 }
 

@@ -70,6 +70,7 @@ func (n *Node) inGroup(k inKey) *inGroup {
 		}
 		ig = &inGroup{n: n, key: k, group: name, g64: k.g64, wake: make(chan struct{}, 1), stop: make(chan struct{})}
 		n.in[k] = ig
+		n.notePeerLocked(k.epoch, "")
 	}
 	return ig
 }
@@ -89,6 +90,9 @@ func (n *Node) takeInLocked(match func(inKey) bool) []*inGroup {
 // onData dispatches one chunk from the bus. It runs on the data
 // subscription's goroutine and never blocks on anything but short locks.
 func (n *Node) onData(msg *natsMsg) {
+	if testSlowDispatch != nil {
+		testSlowDispatch(n)
+	}
 	var h header
 	payload, err := parseHeader(msg.Data, &h)
 	if err != nil {

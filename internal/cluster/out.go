@@ -202,6 +202,9 @@ func (w *writer) publish(kind byte, p []byte, last bool) error {
 		defer func() { og.buf = nil }()
 	}
 	w.started = true
+	if testDropChunk != nil && testDropChunk(og.name, h.seq) {
+		return nil // lost on the way, as far as anyone can tell
+	}
 	if err := w.n.nc.Publish(og.subject, og.buf); err != nil {
 		og.mu.Lock()
 		og.lost = true
@@ -213,15 +216,23 @@ func (w *writer) publish(kind byte, p []byte, last bool) error {
 	return nil
 }
 
+// Test hooks, set only by tests before any node starts.
+var (
+	// testDropChunk, if it returns true, drops the chunk instead of
+	// publishing it.
+	testDropChunk func(group string, seq uint64) bool
+	// testSlowDispatch runs before each chunk is dispatched.
+	testSlowDispatch func(n *Node)
+)
+
 // waitRoom waits until sending size more bytes to og keeps every other node
-// with members in the group within its window, under backpressure (under
-// disconnect it never waits: a node that falls behind closes its own
-// members). A node that has granted nothing for --write-timeout while this
+// with members in the group within its window. Under either policy: a node
+// grants room as fast as it hands the messages to its members' queues, and
+// under disconnect it never waits for a slow member (it closes it), so the
+// sender then waits only for the other node itself, as a local sender waits
+// for its own proxy. A node that has granted nothing for --write-timeout while this
 // one waits is cut from the group: its members of it are closed with 1008.
 func (n *Node) waitRoom(og *outGroup, size int64, m forward.OutMessage) error {
-	if n.cfg.Policy == forward.Disconnect {
-		return nil
-	}
 	window := int64(n.cfg.WindowBytes)
 	parked := false
 	defer func() {
@@ -346,30 +357,33 @@ func (n *Node) onCredit(e uint64, consumed int64, g64 string) {
 	og.mu.Unlock()
 }
 
-// sendSyncs tells every group this node failed to publish to (while the
-// bus was gone) that chunks were lost: the sync's sequence number shows the
-// gap to every receiving node.
+// sendSyncs runs once the bus is back: to every group this node sent to,
+// a sync carrying the next sequence number. Whatever did not get through
+// while the link was failing (publishes that failed, and those nats.go had
+// buffered when the link died) then shows as a gap at every receiving node,
+// even if this node sends nothing more to the group.
 func (n *Node) sendSyncs() {
 	n.mu.Lock()
-	var lost []*outGroup
+	outs := make([]*outGroup, 0, len(n.out))
 	for _, og := range n.out {
-		og.mu.Lock()
-		if og.lost {
-			lost = append(lost, og)
-		}
-		og.mu.Unlock()
+		outs = append(outs, og)
 	}
 	n.mu.Unlock()
-	for _, og := range lost {
+	for _, og := range outs {
 		// Without the group's place on the bus: a sync in the middle of
 		// a message is skipped by receivers that missed nothing.
 		og.mu.Lock()
+		if og.seq == 0 {
+			og.mu.Unlock()
+			continue
+		}
 		og.seq++
 		h := header{kind: kindSync, epoch: n.epoch.Load(), seq: og.seq, off: og.off}
+		og.lost = false
 		og.mu.Unlock()
-		if err := n.nc.Publish(og.subject, appendHeader(nil, &h)); err == nil {
+		if err := n.nc.Publish(og.subject, appendHeader(nil, &h)); err != nil {
 			og.mu.Lock()
-			og.lost = false
+			og.lost = true
 			og.mu.Unlock()
 		}
 	}

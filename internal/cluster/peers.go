@@ -28,6 +28,7 @@ func (n *Node) heartbeats() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.cfg.Heartbeat)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		n.sendBeat()
 		select {
@@ -35,9 +36,59 @@ func (n *Node) heartbeats() {
 			return
 		case <-t.C:
 		}
+		// A tick long overdue means this process was frozen (paused,
+		// starved): the silence was ours, not the peers'. Frozen for
+		// about the peer timeout, the others may have declared this node
+		// lost and closed their members of its groups: it starts over.
+		gap := time.Since(last)
+		last = time.Now()
+		if gap > n.cfg.PeerTimeout/2 {
+			n.forgivePeers()
+		}
+		if gap >= n.cfg.PeerTimeout-n.cfg.Heartbeat {
+			n.log.Warn().Stringer("frozen", gap).Msg("cluster: this node was frozen for about the peer timeout")
+			n.fenced()
+			continue
+		}
 		n.checkPeers()
 		n.checkBusLost()
 	}
+}
+
+// probe checks this node's own link to NATS with a round trip every
+// heartbeat. A link that does not answer within half the peer timeout is
+// dropped (nats.go reconnects), so that a node cut off notices it before its
+// peers' silence could be blamed on them.
+func (n *Node) probe() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		if !n.nc.IsConnected() {
+			continue
+		}
+		if err := n.nc.FlushTimeout(n.cfg.PeerTimeout / 2); err == nil {
+			n.alive.Store(time.Now().UnixNano())
+		} else if n.nc.IsConnected() {
+			n.log.Warn().Err(err).Msg("cluster: NATS does not answer; reconnecting")
+			_ = n.nc.ForceReconnect()
+		}
+	}
+}
+
+// forgivePeers treats every known peer as just heard from.
+func (n *Node) forgivePeers() {
+	now := time.Now()
+	n.mu.Lock()
+	for _, p := range n.peers {
+		p.last = now
+	}
+	n.mu.Unlock()
 }
 
 func (n *Node) sendBeat() {
@@ -90,22 +141,39 @@ func (n *Node) onHeartbeat(msg *natsMsg) {
 		return
 	}
 	p := n.peers[hb.Epoch]
-	if p == nil {
-		p = &peer{name: hb.Node}
-		n.peers[hb.Epoch] = p
+	if p == nil || p.name == "" {
+		if p == nil {
+			p = &peer{}
+			n.peers[hb.Epoch] = p
+		}
+		p.name = hb.Node
 		n.log.Info().Str("peer", hb.Node).Str("epoch", epochHex(hb.Epoch)).Msg("cluster: peer joined")
 	}
 	p.last = now
 	n.mu.Unlock()
 }
 
+// notePeerLocked starts watching node e if it is not known yet: a node
+// seen first through its members or its messages (before its first
+// heartbeat) is declared lost like any other if no heartbeat follows.
+func (n *Node) notePeerLocked(e uint64, name string) {
+	if e == n.epoch.Load() || n.peers[e] != nil {
+		return
+	}
+	if _, dead := n.dead[e]; dead {
+		return
+	}
+	n.peers[e] = &peer{name: name, last: time.Now()}
+}
+
 // checkPeers declares lost every peer silent for the peer timeout (unless
 // this node is the one cut off: then nobody's heartbeats arrive).
 func (n *Node) checkPeers() {
-	if !n.connected.Load() {
+	now := time.Now()
+	// Only a node that knows its own link works may blame its peers.
+	if !n.connected.Load() || now.Sub(time.Unix(0, n.alive.Load())) > n.cfg.PeerTimeout/2 {
 		return
 	}
-	now := time.Now()
 	var lost []uint64
 	n.mu.Lock()
 	for e, p := range n.peers {

@@ -93,18 +93,17 @@ func (n *Node) bindRegistry(ctx context.Context) error {
 // watch (re)starts the registry watch and rebuilds the index from it.
 func (n *Node) watch() error {
 	n.synced.Store(false)
-	w, err := n.kv().WatchAll(context.Background())
+	n.stopWatcher()
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := n.kv().WatchAll(ctx)
 	if err != nil {
+		cancel()
 		return fmt.Errorf("cluster: registry watch: %w", err)
 	}
 	n.mu.Lock()
-	old := n.watcher
-	n.watcher = w
+	n.watcher, n.stopWatch = w, cancel
 	n.index = map[string]*gindex{}
 	n.mu.Unlock()
-	if old != nil {
-		_ = old.Stop()
-	}
 	n.wg.Add(1)
 	go n.readWatch(w)
 	// Wait for the initial values.
@@ -119,6 +118,18 @@ func (n *Node) watch() error {
 		}
 	}
 	return nil
+}
+
+// stopWatcher stops the registry watch, if one runs.
+func (n *Node) stopWatcher() {
+	n.mu.Lock()
+	w, cancel := n.watcher, n.stopWatch
+	n.watcher, n.stopWatch = nil, nil
+	n.mu.Unlock()
+	if w != nil {
+		_ = w.Stop()
+		cancel()
+	}
 }
 
 func (n *Node) readWatch(w jetstream.KeyWatcher) {
@@ -166,6 +177,7 @@ func (n *Node) applyEntry(e jetstream.KeyValueEntry) {
 		}
 		gi.members[id] = ientry{v, e.Revision()}
 		gi.epochs[v.Epoch]++
+		n.notePeerLocked(v.Epoch, v.Node)
 		if c := n.claims[e.Key()]; c != nil && v.Epoch != me && c.rev < e.Revision() {
 			delete(n.claims, e.Key())
 			closeWith = c.c

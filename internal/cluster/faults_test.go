@@ -1,0 +1,445 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/wsproxy/wsproxy/internal/forward"
+	"github.com/wsproxy/wsproxy/internal/natstest"
+)
+
+// Every test here drives real faults (a cut link, a killed node, NATS
+// stopped, a lost chunk) while messages flow, and judges every receiver's
+// log: complete, or a gap-free prefix ended by a close code the case
+// allows. Never a gap without a close.
+
+// traffic is senders sending numbered messages until stopped.
+type traffic struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	sent map[string][]rcvd
+}
+
+// flow starts each client sending a 200-byte message every few
+// milliseconds until t.halt; only messages the proxy accepted count as sent.
+func flow(cs ...*client) *traffic {
+	tr := &traffic{stop: make(chan struct{}), sent: map[string][]rcvd{}}
+	for _, c := range cs {
+		tr.wg.Add(1)
+		go func() {
+			defer tr.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-tr.stop:
+					return
+				case <-time.After(3 * time.Millisecond):
+				}
+				m := rcvd{websocket.MessageBinary, payload(c.id, i, 200)}
+				if c.send(m.typ, m.data) != nil {
+					return
+				}
+				tr.mu.Lock()
+				tr.sent[c.id] = append(tr.sent[c.id], m)
+				tr.mu.Unlock()
+			}
+		}()
+	}
+	return tr
+}
+
+func (tr *traffic) halt() map[string][]rcvd {
+	close(tr.stop)
+	tr.wg.Wait()
+	return tr.sent
+}
+
+// settle waits until every open receiver has had time to get what was sent:
+// each open one is complete (closed ones are judged as they are).
+func settle(t *testing.T, sent map[string][]rcvd, cs ...*client) {
+	t.Helper()
+	for _, c := range cs {
+		want := 0
+		for from, msgs := range sent {
+			if from != c.id {
+				want += len(msgs)
+			}
+		}
+		waitFor(t, time.Minute, c.id+" to get everything or be closed", func() bool {
+			closed, _ := c.status()
+			return closed || c.count() >= want
+		})
+	}
+}
+
+func isOpen(c *client) bool {
+	closed, _ := c.status()
+	return !closed
+}
+
+// TestForcedGap: a chunk of group g is lost between n1 and the others: the
+// members of g on n2 and n3 are closed with 4004; group h is untouched.
+func TestForcedGap(t *testing.T) {
+	var dropped atomic.Bool
+	testDropChunk = func(group string, seq uint64) bool {
+		return group == "g" && seq == 5 && dropped.CompareAndSwap(false, true)
+	}
+	t.Cleanup(func() { testDropChunk = nil })
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g"), dial(t, nodes[2], "c", "g")
+	h1, h2 := dial(t, nodes[0], "h1", "h"), dial(t, nodes[1], "h2", "h")
+	waitMembers(t, "g", 3, nodes...)
+	waitMembers(t, "h", 2, nodes...)
+	msgs := binMsgs("a", 10, 100)
+	if err := <-sendAll(a, msgs); err != nil {
+		t.Fatal(err)
+	}
+	hm := binMsgs("h1", 10, 100)
+	if err := <-sendAll(h1, hm); err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string][]rcvd{"a": msgs}
+	for _, r := range []*client{b, c} {
+		if code := r.waitClosed(20 * time.Second); code != statusMissed {
+			t.Errorf("%s closed with %d, want 4004", r.id, code)
+		}
+		judge(t, r, sent, statusMissed)
+	}
+	h2.waitCount(10, 20*time.Second)
+	judge(t, h2, map[string][]rcvd{"h1": hm})
+	if v := counterValue(t, nodes[1], "wsproxy_bus_losses_total"); v < 1 {
+		t.Errorf("n2 counted %v losses, want at least 1", v)
+	}
+}
+
+// TestForcedSlowConsumer: n2's data subscription can hold one pending
+// chunk and its dispatcher is slow: NATS drops chunks, and n2 closes the
+// members it cannot vouch for with 4004. Never silently.
+func TestForcedSlowConsumer(t *testing.T) {
+	testSlowDispatch = func(n *Node) {
+		if n.cfg.Node == "n2" {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	t.Cleanup(func() { testSlowDispatch = nil })
+	ns := natstest.Start(t)
+	n1 := startNode(t, ns, "n1", nodeOpts{})
+	n2 := startNode(t, ns, "n2", nodeOpts{cluster: func(c *Config) { c.PendingMessages = 1 }})
+	a, b := dial(t, n1, "a", "g"), dial(t, n2, "b", "g")
+	waitMembers(t, "g", 2, n1, n2)
+	msgs := binMsgs("a", 2000, 64)
+	if err := <-sendAll(a, msgs); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, map[string][]rcvd{"a": msgs}, b)
+	if judge(t, b, map[string][]rcvd{"a": msgs}, statusMissed) {
+		t.Fatal("b got everything: the slow consumer was not forced")
+	}
+	if v := counterValue(t, n2, "wsproxy_bus_losses_total"); v < 1 {
+		t.Errorf("n2 counted %v losses, want at least 1", v)
+	}
+}
+
+// TestNodeKilledMidStream: n1 dies while a member there streams a message to
+// n2: part-way receivers get 4002 or 4004; members of groups n1 shared get
+// 4004 once n1 is declared lost; a group without n1 is untouched; the dead
+// node's registry entries are purged, so its ids can join elsewhere.
+func TestNodeKilledMidStream(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g")
+	e, d := dial(t, nodes[0], "e", "k"), dial(t, nodes[1], "d", "k")
+	p, q := dial(t, nodes[1], "p", "solo"), dial(t, nodes[2], "q", "solo")
+	waitMembers(t, "g", 2, nodes...)
+	waitMembers(t, "k", 2, nodes...)
+	waitMembers(t, "solo", 2, nodes...)
+	_ = e
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := a.conn.Writer(ctx, websocket.MessageBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(payload("a", 0, 4<<20)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "n2 to relay the start of the message", func() bool {
+		return counterValue(t, nodes[1], "wsproxy_bus_received_bytes_total") > 2<<20
+	})
+	killed := time.Now()
+	nodes[0].kill()
+	if code := b.waitClosed(30 * time.Second); code != 4002 && code != statusMissed {
+		t.Errorf("b (part-way) closed with %d, want 4002 or 4004", code)
+	}
+	if code := d.waitClosed(30 * time.Second); code != statusMissed {
+		t.Errorf("d closed with %d, want 4004", code)
+	}
+	t.Logf("n1's peers closed its groups' members %v after the kill", time.Since(killed).Round(time.Millisecond))
+	msgs := binMsgs("p", 5, 100)
+	if err := <-sendAll(p, msgs); err != nil {
+		t.Fatal(err)
+	}
+	q.waitCount(5, 20*time.Second)
+	judge(t, q, map[string][]rcvd{"p": msgs})
+	// a's id is free again: it joins on n3 with no spurious 4001.
+	waitFor(t, 20*time.Second, "n1's members to be purged", func() bool {
+		_, _, ok := nodes[2].bus.NodeOf("g", "a")
+		return !ok
+	})
+	a2 := dial(t, nodes[2], "a", "g")
+	b2 := dial(t, nodes[1], "b", "g")
+	waitMembers(t, "g", 2, nodes[1], nodes[2])
+	m2 := binMsgs("b", 3, 100)
+	if err := <-sendAll(b2, m2); err != nil {
+		t.Fatal(err)
+	}
+	a2.waitCount(3, 20*time.Second)
+	judge(t, a2, map[string][]rcvd{"b": m2})
+}
+
+// TestNodeCutOffAndHealed: n2 loses NATS while messages flow in a group
+// spanning n1 and n2, then gets it back within the peer timeout. n2 is not
+// ready meanwhile (new connections 503); its members of the spanning group
+// get 4004; a group only on n2 goes on; n1's members get everything or
+// 4004; nobody has a gap without a close; after healing n2 is ready and new
+// members talk across nodes.
+func TestNodeCutOffAndHealed(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g")
+	l1, l2 := dial(t, nodes[1], "l1", "local"), dial(t, nodes[1], "l2", "local")
+	waitMembers(t, "g", 2, nodes...)
+	waitMembers(t, "local", 2, nodes...)
+	tr, tl := flow(a, b), flow(l1)
+	waitFor(t, 20*time.Second, "traffic", func() bool { return b.count() > 10 && l2.count() > 10 })
+	nodes[1].fault.Cut()
+	waitFor(t, 20*time.Second, "n2 not ready", func() bool { return nodes[1].fwd.Ready() != nil })
+	if got := dialStatus(t, nodes[1], "z", "g"); got != 503 {
+		t.Errorf("a new connection to n2 while cut off: %d, want 503", got)
+	}
+	if code := b.waitClosed(20 * time.Second); code != statusMissed {
+		t.Errorf("b closed with %d, want 4004", code)
+	}
+	nodes[1].fault.Pass()
+	waitFor(t, 20*time.Second, "n2 ready again", func() bool { return nodes[1].fwd.Ready() == nil })
+	sent, local := tr.halt(), tl.halt()
+	settle(t, sent, a)
+	settle(t, local, l2)
+	judge(t, a, sent, statusMissed)
+	if !judge(t, l2, local) {
+		t.Error("the group only on n2 lost messages")
+	}
+	if !isOpen(l2) {
+		t.Error("the group only on n2 was closed")
+	}
+	a2, b2 := dial(t, nodes[0], "a2", "g2"), dial(t, nodes[1], "b2", "g2")
+	waitMembers(t, "g2", 2, nodes...)
+	msgs := binMsgs("b2", 5, 100)
+	if err := <-sendAll(b2, msgs); err != nil {
+		t.Fatal(err)
+	}
+	a2.waitCount(5, 20*time.Second)
+	judge(t, a2, map[string][]rcvd{"b2": msgs})
+}
+
+// TestNATSStoppedAndRestarted: NATS goes away while messages flow and comes
+// back (empty: its KV buckets were in memory). Every node is not ready
+// meanwhile; members of spanning groups get 4004 (or everything); a group on
+// one node survives a short outage; afterwards every node is ready and new
+// members talk across nodes.
+func TestNATSStoppedAndRestarted(t *testing.T) {
+	ns, nodes := cluster3(t, nodeOpts{})
+	a, b, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g"), dial(t, nodes[2], "c", "g")
+	l1, l2 := dial(t, nodes[2], "l1", "local"), dial(t, nodes[2], "l2", "local")
+	waitMembers(t, "g", 3, nodes...)
+	waitMembers(t, "local", 2, nodes...)
+	tr, tl := flow(a, b), flow(l1)
+	waitFor(t, 20*time.Second, "traffic", func() bool { return c.count() > 10 && l2.count() > 10 })
+	ns.Stop()
+	for _, nd := range nodes {
+		waitFor(t, 20*time.Second, nd.name+" not ready", func() bool { return nd.fwd.Ready() != nil })
+	}
+	ns.Restart()
+	for _, nd := range nodes {
+		waitFor(t, 30*time.Second, nd.name+" ready again", func() bool { return nd.fwd.Ready() == nil })
+	}
+	sent, local := tr.halt(), tl.halt()
+	settle(t, sent, a, b, c)
+	settle(t, local, l2)
+	for _, r := range []*client{a, b, c} {
+		judge(t, r, sent, statusMissed)
+	}
+	judge(t, l2, local, statusMissed)
+	a2, c2 := dial(t, nodes[0], "a2", "g2"), dial(t, nodes[2], "c2", "g2")
+	waitMembers(t, "g2", 2, nodes...)
+	msgs := binMsgs("c2", 5, 100)
+	if err := <-sendAll(c2, msgs); err != nil {
+		t.Fatal(err)
+	}
+	a2.waitCount(5, 20*time.Second)
+	judge(t, a2, map[string][]rcvd{"c2": msgs})
+}
+
+// TestGracefulStop: n3 stops (SIGTERM's path: drain, 1001, goodbye) while
+// messages flow in a group spanning all three: its member gets 1001; nobody
+// elsewhere gets 4004, even after the peer timeout.
+func TestGracefulStop(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g"), dial(t, nodes[2], "c", "g")
+	waitMembers(t, "g", 3, nodes...)
+	tr := flow(a, b, c)
+	waitFor(t, 20*time.Second, "traffic", func() bool { return a.count() > 10 && b.count() > 10 })
+	nodes[2].stop()
+	if code := c.waitClosed(20 * time.Second); code != websocket.StatusGoingAway {
+		t.Errorf("c closed with %d, want 1001", code)
+	}
+	// Past the peer timeout: had n3's leaving been taken for a loss, a and
+	// b would be closed by now.
+	deadline := time.Now().Add(testPeerTimeout + 2*time.Second)
+	for time.Now().Before(deadline) && isOpen(a) && isOpen(b) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	sent := tr.halt()
+	settle(t, sent, a, b)
+	for _, r := range []*client{a, b} {
+		if !isOpen(r) {
+			_, code := r.status()
+			t.Errorf("%s closed with %d after a graceful stop elsewhere", r.id, code)
+		}
+		judge(t, r, sent)
+	}
+}
+
+// TestRestartSameName: a node stops and a new one starts under the same
+// name: a new epoch, no stale state, no duplicate members.
+func TestRestartSameName(t *testing.T) {
+	ns, nodes := cluster3(t, nodeOpts{})
+	a := dial(t, nodes[0], "a", "g")
+	b := dial(t, nodes[1], "b", "g")
+	waitMembers(t, "g", 2, nodes...)
+	old := nodes[1].bus.epoch.Load()
+	nodes[1].stop()
+	b.waitClosed(20 * time.Second)
+	waitMembers(t, "g", 1, nodes[0], nodes[2])
+	n2 := startNode(t, ns, "n2", nodeOpts{})
+	if n2.bus.epoch.Load() == old {
+		t.Fatal("same epoch after a restart")
+	}
+	b2 := dial(t, n2, "b", "g")
+	waitMembers(t, "g", 2, nodes[0], n2, nodes[2])
+	msgs := binMsgs("a", 5, 100)
+	if err := <-sendAll(a, msgs); err != nil {
+		t.Fatal(err)
+	}
+	b2.waitCount(5, 20*time.Second)
+	judge(t, b2, map[string][]rcvd{"a": msgs})
+	ms := nodes[0].bus.Members("g")
+	if len(ms) != 2 {
+		t.Fatalf("n1 lists %d members of g, want 2: %+v", len(ms), ms)
+	}
+}
+
+// TestSlowRemoteReceiverBackpressure: under backpressure, a receiver on n2
+// that stops reading holds the sender on n1 back (the others get what it
+// lets through, nobody is closed), and once it reads again everyone gets
+// everything.
+func TestSlowRemoteReceiverBackpressure(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{fwd: func(o *forward.Options) { o.SendQueueBytes = 1 << 20 }})
+	a := dial(t, nodes[0], "a", "g")
+	gate := make(chan struct{})
+	r := dialGated(t, nodes[1], "r", "g", gate)
+	f := dial(t, nodes[2], "f", "g")
+	waitMembers(t, "g", 3, nodes...)
+	msgs := binMsgs("a", 40, 1<<20)
+	done := sendAll(a, msgs)
+	f.waitCount(3, 20*time.Second)
+	// Everything in flight fits in far less than 40 MiB: had the sender
+	// not waited for r, it would be done by now.
+	time.Sleep(time.Second)
+	select {
+	case err := <-done:
+		t.Fatalf("the sender finished (%v) while a receiver read nothing", err)
+	default:
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	sent := map[string][]rcvd{"a": msgs}
+	for _, c := range []*client{r, f} {
+		c.waitCount(40, time.Minute)
+		judge(t, c, sent)
+	}
+}
+
+// TestSlowRemoteReceiverDisconnect: under disconnect, the same frozen
+// receiver is closed with 1008 and the sender never waits for it.
+func TestSlowRemoteReceiverDisconnect(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{fwd: func(o *forward.Options) {
+		o.SlowConsumer = forward.Disconnect
+		o.SendQueueBytes = 1 << 20
+	}})
+	a := dial(t, nodes[0], "a", "g")
+	gate := make(chan struct{})
+	dialGated(t, nodes[1], "r", "g", gate)
+	defer close(gate)
+	f := dial(t, nodes[2], "f", "g")
+	waitMembers(t, "g", 3, nodes...)
+	msgs := binMsgs("a", 40, 1<<20)
+	if err := <-sendAll(a, msgs); err != nil {
+		t.Fatal(err)
+	}
+	// r reads nothing, so it cannot see its close: n2 says how it ended.
+	waitClosedOn(t, nodes[1], "g", "r", 1008)
+	f.waitCount(40, time.Minute)
+	judge(t, f, map[string][]rcvd{"a": msgs})
+}
+
+// TestSlowNodeCut: under backpressure, a node that grants no room for
+// --write-timeout (its member frozen, its own write timeout much longer) is
+// cut from the group: its members of it get 1008; the sender goes on; the
+// other nodes' members get everything.
+func TestSlowNodeCut(t *testing.T) {
+	ns := natstest.Start(t)
+	quick := nodeOpts{fwd: func(o *forward.Options) {
+		o.SendQueueBytes = 1 << 20
+		o.WriteTimeout = 2 * time.Second
+	}}
+	n1 := startNode(t, ns, "n1", quick)
+	n2 := startNode(t, ns, "n2", nodeOpts{fwd: func(o *forward.Options) {
+		o.SendQueueBytes = 1 << 20
+		o.WriteTimeout = 5 * time.Minute
+	}})
+	n3 := startNode(t, ns, "n3", quick)
+	a := dial(t, n1, "a", "g")
+	gate := make(chan struct{})
+	dialGated(t, n2, "r", "g", gate)
+	defer close(gate)
+	f := dial(t, n3, "f", "g")
+	waitMembers(t, "g", 3, n1, n2, n3)
+	msgs := binMsgs("a", 30, 1<<20)
+	done := sendAll(a, msgs)
+	waitClosedOn(t, n2, "g", "r", 1008)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	f.waitCount(30, time.Minute)
+	judge(t, f, map[string][]rcvd{"a": msgs})
+	if v := counterValue(t, n1, "wsproxy_bus_losses_total"); v < 1 {
+		t.Errorf("n1 counted %v cuts, want at least 1", v)
+	}
+}
+
+// waitClosedOn waits until member id of group has left n, closed with code
+// (counted in wsproxy_closes_total).
+func waitClosedOn(t *testing.T, n *node, group, id string, code int) {
+	t.Helper()
+	waitFor(t, time.Minute, fmt.Sprintf("%s to close %s with %d", n.name, id, code), func() bool {
+		return n.fwd.Registry().Member(group, id) == nil &&
+			labelValue(t, n, "wsproxy_closes_total", "code", fmt.Sprint(code)) >= 1
+	})
+}
