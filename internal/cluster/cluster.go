@@ -120,29 +120,29 @@ type Node struct {
 
 	// Readiness.
 	connected  atomic.Bool
-	synced     atomic.Bool // the registry watch has delivered every key
-	heartbeat  atomic.Bool // the first heartbeat is out
+	synced     atomic.Bool  // the registry watch has delivered every key
+	heartbeat  atomic.Bool  // the first heartbeat is out
 	lostSince  atomic.Int64 // when the bus was lost (0: not lost, or handled)
 	downSince  atomic.Int64 // when the bus was lost (0: connected)
 	alive      atomic.Int64 // when a round trip to NATS last succeeded
-	resyncing  sync.Mutex // one resync at a time
+	resyncing  sync.Mutex   // one resync at a time
 	closed     chan struct{}
 	closedOnce sync.Once
 	wg         sync.WaitGroup // every goroutine the node starts
 
-	mu      sync.Mutex
-	peers   map[uint64]*peer     // live nodes by epoch
-	dead    map[uint64]time.Time // epochs declared lost, ignored from then on
-	index   map[string]*gindex   // the registry: every member of the cluster, by group
-	claims  map[string]*claim    // this node's members, by registry key
-	out     map[string]*outGroup // groups this node sends to, by name
-	in      map[inKey]*inGroup   // (origin, group) states
-	nodeSub *nats.Subscription
-	watcher jetstream.KeyWatcher
+	mu        sync.Mutex
+	peers     map[uint64]*peer     // live nodes by epoch
+	dead      map[uint64]time.Time // epochs declared lost, ignored from then on
+	index     map[string]*gindex   // the registry: every member of the cluster, by group
+	claims    map[string]*claim    // this node's members, by registry key
+	out       map[string]*outGroup // groups this node sends to, by name
+	in        map[inKey]*inGroup   // (origin, group) states
+	nodeSub   *nats.Subscription
+	watcher   jetstream.KeyWatcher
 	stopWatch context.CancelFunc
-	order   jetstream.KeyValue   // stream order leases (order.go)
-	leases  map[placedKey]*lease // held, by stream
-	data    *nats.Subscription   // static after Start
+	order     jetstream.KeyValue   // stream order leases (order.go)
+	leases    map[placedKey]*lease // held, by stream
+	data      *nats.Subscription   // static after Start
 }
 
 // New returns a node for local; Start connects it.
