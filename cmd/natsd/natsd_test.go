@@ -20,6 +20,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/wsproxy/wsproxy/internal/leakcheck"
 )
 
 // TestMain runs main itself when the test binary is started by one of the
@@ -29,7 +31,7 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	leakcheck.Main(m)
 }
 
 const natsdMainEnv = "NATSD_TEST_RUN_MAIN"
