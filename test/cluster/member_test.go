@@ -418,15 +418,17 @@ func (tr *traffic) halt() {
 	tr.wg.Wait()
 }
 
-// settle waits, up to timeout, until every member has either ended or got
-// every message of its group's other members. It does not fail: judge does.
+// settle waits, up to timeout, until every member has either ended, got
+// every message of its group's other members, or a bad log. It does not
+// fail: judge does.
 func settle(timeout time.Duration, gs ...*group) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		done := true
 		for _, g := range gs {
 			for _, r := range g.members {
-				if st := r.state(); !st.ended && missing(r, st) != "" {
+				// A log already bad will not mend: the judge says so.
+				if st := r.state(); !st.ended && st.violation == nil && missing(r, st) != "" {
 					done = false
 				}
 			}
