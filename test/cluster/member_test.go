@@ -378,8 +378,9 @@ func barrier(t *testing.T, timeout time.Duration, gs ...*group) {
 
 // traffic is every given member sending data messages at a pace until stop.
 type traffic struct {
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
 }
 
 // startTraffic starts each member sending a message every pace, text and
@@ -412,9 +413,10 @@ func startTraffic(pace time.Duration, maxSize int, members ...*member) *traffic 
 	return tr
 }
 
-// halt stops the senders and waits for each to finish its message.
+// halt stops the senders and waits for each to finish its message. It may
+// be called more than once.
 func (tr *traffic) halt() {
-	close(tr.stop)
+	tr.stopOnce.Do(func() { close(tr.stop) })
 	tr.wg.Wait()
 }
 
