@@ -31,6 +31,13 @@ func TestCluster(t *testing.T) {
 		{"kill", testKill},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			t.Cleanup(func() {
+				if t.Failed() {
+					for _, n := range st.nodes {
+						t.Logf("%s cluster metrics after the failure:\n%s", n.service, n.clusterMetrics())
+					}
+				}
+			})
 			st.waitReady(t, time.Minute, st.nodes...)
 			caseStart := time.Now()
 			c.run(t, st)

@@ -3,6 +3,7 @@
 package cluster_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -242,6 +243,24 @@ func (n *node) readyz() int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// clusterMetrics is the node's wsproxy_bus_* and wsproxy_registry_* lines of
+// /metrics, for a failure's report.
+func (n *node) clusterMetrics() string {
+	resp, err := probe.Get("http://" + n.addr + "/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if l := sc.Text(); strings.HasPrefix(l, "wsproxy_bus_") || strings.HasPrefix(l, "wsproxy_registry_ops") {
+			b.WriteString("\t" + l + "\n")
+		}
+	}
+	return b.String()
 }
 
 // eventually polls cond every 50 ms until it holds; after timeout it fails
