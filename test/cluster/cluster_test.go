@@ -167,6 +167,21 @@ func testPartition(t *testing.T, st *stack) {
 	eventually(t, time.Minute, func() bool { code = p2.readyz(); return code == http.StatusOK },
 		func() string { return fmt.Sprintf("proxy2 back on the bus: /readyz %d, want 200", code) })
 	t.Logf("proxy2 /readyz 200 %v after reconnecting", time.Since(heal).Round(time.Millisecond))
+
+	// The heal must not touch the group without proxy2 either: give the
+	// nodes two peer timeouts to settle their views, then it still talks.
+	time.Sleep(2 * peerTimeout)
+	healed := time.Now()
+	for _, m := range g13.members {
+		for i := range 5 {
+			m.send(websocket.MessageBinary, 100+i)
+		}
+	}
+	settle(20*time.Second, g13)
+	for _, m := range g13.members {
+		t.Log("after the heal: " + judge(t, m, heal, rule{mustOpen: true}))
+	}
+	t.Logf("(times since the reconnect; the last messages sent at %+.2fs)", healed.Sub(heal).Seconds())
 	closeAll(gs...)
 	talk(t, "part-healed", st.nodes...)
 }

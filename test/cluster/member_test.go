@@ -358,11 +358,14 @@ func barrier(t *testing.T, timeout time.Duration, gs ...*group) {
 	}
 	defer wg.Wait()
 	defer close(stop)
-	var lacking string
+	var lacking, closed string
 	eventually(t, timeout, func() bool {
-		lacking = ""
+		lacking, closed = "", ""
 		for _, g := range gs {
 			for _, r := range g.members {
+				if st := r.state(); st.ended {
+					closed += fmt.Sprintf(" %s (%v)", r, st.endErr)
+				}
 				r.mu.Lock()
 				for _, s := range g.members {
 					if s != r && !r.hellosFrom[s.id] {
@@ -371,6 +374,9 @@ func barrier(t *testing.T, timeout time.Duration, gs ...*group) {
 				}
 				r.mu.Unlock()
 			}
+		}
+		if closed != "" {
+			t.Fatalf("membership barrier: closed before every hello arrived:%s; no hello yet at%s", closed, lacking)
 		}
 		return lacking == ""
 	}, func() string { return "membership barrier: no hello yet at" + lacking })
