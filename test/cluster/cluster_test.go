@@ -132,6 +132,11 @@ func testPartition(t *testing.T, st *stack) {
 	eventually(t, 30*time.Second, func() bool { code = p2.readyz(); return code == http.StatusServiceUnavailable },
 		func() string { return fmt.Sprintf("proxy2 cut off NATS: /readyz %d, want 503", code) })
 	t.Logf("proxy2 /readyz 503 after %v", time.Since(cut).Round(time.Millisecond))
+	if d := time.Since(cut); d > peerTimeout+5*time.Second {
+		// Its peers knew after the peer timeout; it kept admitting
+		// clients to a cluster it was not part of all that while.
+		t.Errorf("proxy2 cut off NATS: /readyz turned 503 only after %v, want within the peer timeout %v and a 5s margin", d.Round(time.Millisecond), peerTimeout)
+	}
 	if s := dialStatus(p2, "late", all.name); s != http.StatusServiceUnavailable {
 		t.Errorf("proxy2 cut off NATS: a new connection got %d, want 503", s)
 	}
