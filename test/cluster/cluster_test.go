@@ -32,6 +32,7 @@ func TestCluster(t *testing.T) {
 		{"baseline", testBaseline},
 		{"pause", testPause},
 		{"nats-restart", testNATSRestart},
+		{"graceful-stop", testGracefulStop},
 		{"kill", testKill},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -263,6 +264,63 @@ func testKill(t *testing.T, st *stack) {
 	st.waitReady(t, time.Minute, p3)
 	t.Logf("proxy3 ready again %v after the kill, on %s", time.Since(killed).Round(time.Millisecond), p3.addr)
 	talk(t, "kill-after", st.nodes...)
+}
+
+// testGracefulStop stops proxy3 as docker-compose does (SIGTERM, a drain)
+// while two groups talk: one on all three proxies, one on proxy1 and proxy2.
+// proxy3's clients get 1001 and it exits 0; nobody elsewhere gets 4004: the
+// members on proxy1 and proxy2 stay open with every message relayed.
+func testGracefulStop(t *testing.T, st *stack) {
+	p1, p2, p3 := st.nodes[0], st.nodes[1], st.nodes[2]
+	all := &group{name: "stop-all"}
+	join(t, all, p1, "x1")
+	join(t, all, p2, "x2")
+	x3 := join(t, all, p3, "x3")
+	g12 := &group{name: "stop-12"}
+	join(t, g12, p1, "v1")
+	join(t, g12, p2, "v2")
+	gs := []*group{all, g12}
+	barrier(t, 30*time.Second, gs...)
+	tr := startTraffic(25*time.Millisecond, 16<<10, membersOf(gs...)...)
+	defer tr.halt()
+	flowing(t, gs...)
+
+	stopped := time.Now()
+	docker(t, time.Minute, "stop", "--time", "20", p3.container)
+	restarted := false
+	t.Cleanup(func() {
+		if !restarted {
+			docker(t, time.Minute, "start", p3.container)
+			st.waitHealthy(t, p3.container, time.Minute)
+			st.lookUpPort(t, p3)
+		}
+	})
+	took := time.Since(stopped)
+	if state := strings.TrimSpace(docker(t, 30*time.Second, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", p3.container)); state != "exited 0" {
+		t.Errorf("proxy3 after docker stop: %q, want \"exited 0\"", state)
+	}
+	t.Logf("docker stop of proxy3 took %v", took.Round(time.Millisecond))
+	waitFor(20*time.Second, func() bool { return ended(x3) })
+	// proxy3 says goodbye after closing its clients. Wait long enough for
+	// a peer to have declared it lost, had it mistaken the goodbye for a
+	// loss: the peer timeout and a margin (a "never" needs a fixed wait).
+	time.Sleep(time.Until(x3.state().endAt.Add(peerTimeout + 3*time.Second)))
+	tr.halt()
+	settle(20*time.Second, gs...)
+	t.Log(judge(t, x3, stopped, rule{closes: []int{int(websocket.StatusGoingAway)}, mustClose: true}))
+	for _, m := range membersOf(gs...) {
+		if m != x3 {
+			t.Log(judge(t, m, stopped, rule{mustOpen: true}))
+		}
+	}
+	closeAll(gs...)
+
+	docker(t, time.Minute, "start", p3.container)
+	restarted = true
+	st.waitHealthy(t, p3.container, time.Minute)
+	st.lookUpPort(t, p3)
+	st.waitReady(t, time.Minute, p3)
+	talk(t, "stop-after", st.nodes...)
 }
 
 // testPause freezes proxy2 (docker pause) for longer than the peer timeout
