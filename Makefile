@@ -113,5 +113,5 @@ cluster-down: ## stop and remove what `make cluster-up` started
 	$(COMPOSE) -f docker-compose.cluster.yml -p $(CLUSTER_PROJECT) down
 
 .PHONY: cluster-test
-cluster-test: ## cut, kill, pause and restart nodes and NATS of the compose cluster under real clients (CI runs it; about 5 min)
+cluster-test: ## cut, kill, pause and restart nodes and NATS of the compose cluster under real clients (CI runs it; about a minute)
 	scripts/cluster-test.sh

@@ -3,8 +3,9 @@
 # which starts docker-compose.cluster.yml (three proxies and NATS) under a
 # project name of its own on free ports of 127.0.0.1 and, with real WebSocket
 # clients on the three proxies, cuts a proxy off the bus network, pauses one,
-# restarts NATS and kills a proxy, judging every client's log each time.
-# About 3-5 minutes. CLUSTER_TEST_RUN='TestCluster/partition' runs one case.
+# restarts NATS, stops one gracefully and kills one, judging every client's
+# log each time.
+# About a minute with warm build caches. CLUSTER_TEST_RUN='TestCluster/partition' runs one case.
 #
 # Without a Docker engine it skips (exit 0), except under CI=true, where that
 # is a failure. Whatever happens, the project is removed on exit.
