@@ -549,6 +549,14 @@ func TestRunHelp(t *testing.T) {
 		"admin-token-file":         "(default: none)",
 		"tls-cert-file":            "(default: none)",
 		"tls-key-file":             "(default: none)",
+		// SPEC section 12
+		"nats-url":             "(default: none)",
+		"cluster-name":         `(default "wsproxy")`,
+		"node-name":            "(default: the host name)",
+		"cluster-heartbeat":    `(default "1s")`,
+		"cluster-peer-timeout": `(default "6s")`,
+		"bus-chunk-bytes":      `(default "128KiB")`,
+		"bus-window-bytes":     `(default "1MiB")`,
 	}
 	for flag, def := range flags {
 		head := fmt.Sprintf("--%s [%s]\n", flag, config.EnvName(flag))

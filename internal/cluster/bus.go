@@ -32,6 +32,8 @@ func (n *Node) onNode(msg *nats.Msg) {
 		if ok {
 			n.closeGroupLocal(name, 1008, "slow consumer", "cut")
 		}
+	case nodePlaced:
+		n.onPlaced(e, uint64(off), g64)
 	case nodeFenced:
 		n.fenced()
 	}
@@ -148,6 +150,9 @@ func (n *Node) busBack() {
 func (n *Node) resync() error {
 	ctx, cancel := ctxTimeout(5 * time.Second)
 	defer cancel()
+	if err := n.bindOrder(ctx); err != nil {
+		return err
+	}
 	if err := n.bindRegistry(ctx); err != nil {
 		return err
 	}

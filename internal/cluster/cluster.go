@@ -137,7 +137,9 @@ type Node struct {
 	in      map[inKey]*inGroup   // (origin, group) states
 	nodeSub *nats.Subscription
 	watcher jetstream.KeyWatcher
-	data    *nats.Subscription // static after Start
+	order   jetstream.KeyValue   // stream order leases (order.go)
+	leases  map[placedKey]*lease // held, by stream
+	data    *nats.Subscription   // static after Start
 }
 
 // New returns a node for local; Start connects it.
@@ -158,6 +160,7 @@ func New(cfg Config, local *forward.Server, log zerolog.Logger, m *metrics.Metri
 		claims:  map[string]*claim{},
 		out:     map[string]*outGroup{},
 		in:      map[inKey]*inGroup{},
+		leases:  map[placedKey]*lease{},
 	}
 	n.epoch.Store(newEpoch())
 	n.met = newBusMetrics(m, n)
@@ -237,7 +240,15 @@ func (n *Node) Start(ctx context.Context) error {
 		nc.Close()
 		return err
 	}
+	if err := n.bindOrder(ctx); err != nil {
+		nc.Close()
+		return err
+	}
 	if err := n.bindRegistry(ctx); err != nil {
+		nc.Close()
+		return err
+	}
+	if err := n.startAdmin(); err != nil {
 		nc.Close()
 		return err
 	}
@@ -297,19 +308,14 @@ func (n *Node) Close() {
 		_ = w.Stop()
 	}
 	n.nc.Close()
-	n.wg.Wait()
+	// Whatever is still being relayed from other nodes is abandoned.
 	n.mu.Lock()
-	ins := make([]*inGroup, 0, len(n.in))
-	for _, ig := range n.in {
-		ins = append(ins, ig)
-	}
+	ins := n.takeInLocked(func(inKey) bool { return true })
 	n.mu.Unlock()
 	for _, ig := range ins {
 		ig.reset()
 	}
-	for _, ig := range ins {
-		ig.wait()
-	}
+	n.wg.Wait()
 }
 
 // closeGroupLocal closes this node's members of group with code and reason,

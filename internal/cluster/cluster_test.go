@@ -1,6 +1,9 @@
 package cluster
 
 import (
+	"context"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,5 +74,164 @@ func TestSizesAcrossNodes(t *testing.T) {
 		if !judge(t, c, sent) {
 			t.Errorf("%s: incomplete", c.id)
 		}
+	}
+}
+
+// sendAll sends msgs from c in order, in the background; the returned
+// channel gets the first error (or nil).
+func sendAll(c *client, msgs []rcvd) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		for _, m := range msgs {
+			if err := c.send(m.typ, m.data); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	return done
+}
+
+func binMsgs(from string, n, size int) []rcvd {
+	out := make([]rcvd, n)
+	for i := range out {
+		out[i] = rcvd{websocket.MessageBinary, payload(from, i, size)}
+	}
+	return out
+}
+
+// TestDuplicateIDAcrossNodes: an id that joins a group on another node
+// replaces the first holder (4001), whatever the clocks; the newcomer gets
+// what follows. The same id in another group is not touched.
+func TestDuplicateIDAcrossNodes(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	x1 := dial(t, nodes[0], "x", "g")
+	other := dial(t, nodes[0], "x", "h")
+	y := dial(t, nodes[2], "y", "g")
+	waitMembers(t, "g", 2, nodes...)
+	x2 := dial(t, nodes[1], "x", "g")
+	if code := x1.waitClosed(20 * time.Second); code != statusReplaced {
+		t.Fatalf("first x closed with %d, want 4001", code)
+	}
+	waitFor(t, 20*time.Second, "the registry to show x on n2", func() bool {
+		node, _, ok := nodes[2].bus.NodeOf("g", "x")
+		return ok && node == "n2"
+	})
+	msgs := binMsgs("y", 5, 100)
+	if err := <-sendAll(y, msgs); err != nil {
+		t.Fatal(err)
+	}
+	x2.waitCount(5, 20*time.Second)
+	judge(t, x2, map[string][]rcvd{"y": msgs})
+	if closed, _ := other.status(); closed {
+		t.Fatal("x in another group was closed")
+	}
+}
+
+// TestSimultaneousJoins: the same id joins one group on two nodes at the
+// same instant, 20 times: exactly one of the two survives each time, never
+// both, never neither.
+func TestSimultaneousJoins(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	for round := range 20 {
+		id := fmt.Sprintf("x%d", round)
+		var a, b *client
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); a = dial(t, nodes[0], id, "g") }()
+		go func() { defer wg.Done(); b = dial(t, nodes[1], id, "g") }()
+		wg.Wait()
+		waitFor(t, 20*time.Second, "one of the two to be replaced", func() bool {
+			ca, _ := a.status()
+			cb, _ := b.status()
+			return ca || cb
+		})
+		// Whichever lost is closed with 4001; the winner stays, and
+		// every node's registry agrees on where it is.
+		loser, winner, where := a, b, "n2"
+		if closed, _ := b.status(); closed {
+			loser, winner, where = b, a, "n1"
+		}
+		if _, code := loser.status(); code != statusReplaced {
+			t.Fatalf("round %d: loser closed with %d, want 4001", round, code)
+		}
+		for _, nd := range nodes {
+			waitFor(t, 20*time.Second, "the registry to agree", func() bool {
+				node, _, ok := nd.bus.NodeOf("g", id)
+				return ok && node == where
+			})
+		}
+		if closed, code := winner.status(); closed {
+			t.Fatalf("round %d: both closed (winner: %d)", round, code)
+		}
+	}
+}
+
+// TestSenderDroppedMidStream: a sender on n1 drops in the middle of a
+// streamed message: receivers on other nodes part-way through it are closed
+// with 4002; a member of another group is untouched.
+func TestSenderDroppedMidStream(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	a := dial(t, nodes[0], "a", "g")
+	b := dial(t, nodes[1], "b", "g")
+	h1, h2 := dial(t, nodes[1], "h1", "h"), dial(t, nodes[2], "h2", "h")
+	waitMembers(t, "g", 2, nodes...)
+	waitMembers(t, "h", 2, nodes...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := a.conn.Writer(ctx, websocket.MessageBinary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Write(payload("a", 0, 8<<20)); err != nil {
+		t.Fatal(err)
+	}
+	// b is part-way once the proxy on n2 has relayed some of it.
+	waitFor(t, 20*time.Second, "n2 to relay the start of the message", func() bool {
+		return nodes[1].met.Registry != nil && counterValue(t, nodes[1], "wsproxy_bus_received_bytes_total") > 2<<20
+	})
+	a.conn.CloseNow()
+	if code := b.waitClosed(20 * time.Second); code != 4002 {
+		t.Fatalf("b closed with %d, want 4002", code)
+	}
+	msgs := binMsgs("h2", 3, 1000)
+	if err := <-sendAll(h2, msgs); err != nil {
+		t.Fatal(err)
+	}
+	h1.waitCount(3, 20*time.Second)
+	judge(t, h1, map[string][]rcvd{"h2": msgs})
+}
+
+// TestTwoNodesStreamingIntoOneGroup: {S1, R0} on n1 and {S3, R2} on n3 each
+// stream a message many rings long into the group at once. Without one
+// order of streams across nodes each receiver would take its own node's
+// first and both would wait on the other: both must complete.
+func TestTwoNodesStreamingIntoOneGroup(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	s1, r0 := dial(t, nodes[0], "s1", "g"), dial(t, nodes[0], "r0", "g")
+	s3, r2 := dial(t, nodes[2], "s3", "g"), dial(t, nodes[2], "r2", "g")
+	waitMembers(t, "g", 4, nodes...)
+	m1 := []rcvd{{websocket.MessageBinary, payload("s1", 0, 32<<20)}}
+	m3 := []rcvd{{websocket.MessageBinary, payload("s3", 0, 32<<20)}}
+	d1, d3 := sendAll(s1, m1), sendAll(s3, m3)
+	for _, d := range []<-chan error{d1, d3} {
+		select {
+		case err := <-d:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Fatal("deadlock: a sender could not finish its message in 2 minutes")
+		}
+	}
+	sent := map[string][]rcvd{"s1": m1, "s3": m3}
+	for _, c := range []*client{r0, r2, s1, s3} {
+		want := 2
+		if c == s1 || c == s3 {
+			want = 1
+		}
+		c.waitCount(want, 2*time.Minute)
+		judge(t, c, sent)
 	}
 }

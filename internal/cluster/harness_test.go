@@ -158,6 +158,8 @@ type client struct {
 	id   string
 	conn *websocket.Conn
 
+	gate chan struct{} // if not nil, each read waits for a token (a frozen or slow reader)
+
 	mu     sync.Mutex
 	msgs   []rcvd
 	closed chan struct{}
@@ -173,6 +175,13 @@ type rcvd struct {
 
 func dial(t testing.TB, n *node, id, group string) *client {
 	t.Helper()
+	return dialGated(t, n, id, group, nil)
+}
+
+// dialGated is dial for a client that reads a message only when gate gives
+// it a token (closing gate lets it read freely).
+func dialGated(t testing.TB, n *node, id, group string, gate chan struct{}) *client {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	conn, resp, err := websocket.Dial(ctx, n.url(id, group), nil)
@@ -184,7 +193,7 @@ func dial(t testing.TB, n *node, id, group string) *client {
 		t.Fatalf("dial %s on %s: %v (HTTP %d)", id, n.name, err, status)
 	}
 	conn.SetReadLimit(-1)
-	c := &client{t: t, id: id, conn: conn, closed: make(chan struct{})}
+	c := &client{t: t, id: id, conn: conn, closed: make(chan struct{}), gate: gate}
 	go c.read()
 	t.Cleanup(func() { c.conn.CloseNow(); <-c.closed })
 	return c
@@ -209,6 +218,9 @@ func dialStatus(t testing.TB, n *node, id, group string) int {
 func (c *client) read() {
 	defer close(c.closed)
 	for {
+		if c.gate != nil {
+			<-c.gate
+		}
 		typ, data, err := c.conn.Read(context.Background())
 		if err != nil {
 			c.mu.Lock()
@@ -365,4 +377,3 @@ func lens(sent map[string][]rcvd) map[string]int {
 	}
 	return out
 }
-

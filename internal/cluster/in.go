@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
@@ -45,6 +46,7 @@ type inGroup struct {
 	idle     chan struct{} // closed when the worker exits; nil while none runs
 	consumed int64         // how far the worker has consumed (an offset in the origin's bytes)
 	reported int64         // the last consumed offset reported
+	flush    *time.Timer   // a report is due (nil: none)
 }
 
 type chunk struct {
@@ -263,19 +265,49 @@ func (ig *inGroup) work(stop chan struct{}) {
 			typ = websocket.MessageText
 		}
 		r := &chunkReader{ig: ig, cur: c, stop: stop}
-		_ = ig.n.local.DeliverRemote(ig.group, c.h.from, c.h.to, typ, r, stop)
+		var placed func()
+		if c.h.flags&flagOrdered != 0 {
+			seq := c.h.seq
+			placed = func() { ig.n.sendPlaced(ig.key.epoch, seq, ig.g64) }
+		}
+		_ = ig.n.local.DeliverRemote(ig.group, c.h.from, c.h.to, typ, r, stop, placed)
 		ig.report(r.consumed, true)
 	}
 }
 
-// report sends the origin how far this node has consumed its messages to
-// the group (an offset in the origin's bytes), when it has moved by a
-// quarter window, or always when now is set.
-func (ig *inGroup) report(consumed int64, now bool) {
+// report tells the origin how far this node has consumed its messages to
+// the group (an offset in the origin's bytes): at once when that moved by a
+// quarter window since the last report, else within reportDelay (soon, when
+// soon is set: the worker is about to wait, or a message ended), so that a
+// flow of small messages costs a few reports a second, not one each.
+func (ig *inGroup) report(consumed int64, soon bool) {
 	ig.mu.Lock()
 	ig.consumed = max(ig.consumed, consumed)
 	consumed = ig.consumed
-	if consumed == ig.reported || (!now && consumed-ig.reported < int64(ig.n.cfg.WindowBytes)/4) {
+	if consumed == ig.reported {
+		ig.mu.Unlock()
+		return
+	}
+	if consumed-ig.reported < int64(ig.n.cfg.WindowBytes)/4 {
+		if soon && ig.flush == nil {
+			ig.flush = time.AfterFunc(reportDelay, ig.flushReport)
+		}
+		ig.mu.Unlock()
+		return
+	}
+	ig.reported = consumed
+	ig.mu.Unlock()
+	ig.n.sendCredit(ig.key.epoch, consumed, ig.g64)
+}
+
+// reportDelay is how long a small amount of credit may wait to be reported.
+const reportDelay = 5 * time.Millisecond
+
+func (ig *inGroup) flushReport() {
+	ig.mu.Lock()
+	ig.flush = nil
+	consumed := ig.consumed
+	if consumed == ig.reported {
 		ig.mu.Unlock()
 		return
 	}
@@ -291,21 +323,27 @@ type chunkReader struct {
 	pos      int
 	stop     chan struct{}
 	consumed int64
+	err      error // sticky: the message ended (io.EOF) or was abandoned
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
 	for r.pos == len(r.cur.payload) {
+		if r.err != nil {
+			return 0, r.err
+		}
 		if r.cur.h.flags&flagLast != 0 {
-			return 0, io.EOF
+			r.err = io.EOF
+			continue
 		}
 		c, ok := r.ig.take(r.stop, true)
-		if !ok {
-			return 0, errReset
+		switch {
+		case !ok:
+			r.err = errReset
+		case c.h.kind == kindAbort:
+			r.err = errAbort
+		default:
+			r.cur, r.pos = c, 0
 		}
-		if c.h.kind == kindAbort {
-			return 0, errAbort
-		}
-		r.cur, r.pos = c, 0
 	}
 	n := copy(p, r.cur.payload[r.pos:])
 	r.pos += n

@@ -23,6 +23,7 @@ type busMetrics struct {
 	losses              map[string]prometheus.Counter
 	creditWaits         prometheus.Counter
 	creditWaitSeconds   prometheus.Counter
+	leaseWaitSeconds    prometheus.Counter
 	registry            *prometheus.CounterVec
 	registrySeconds     prometheus.Histogram
 }
@@ -40,6 +41,7 @@ func newBusMetrics(m *metrics.Metrics, n *Node) *busMetrics {
 		pubFailed:         c("wsproxy_bus_publish_failures_total", "Chunks that could not be published (the bus was gone); the receivers see the gap."),
 		creditWaits:       c("wsproxy_bus_credit_waits_total", "Times a sender waited for another node's room (backpressure across nodes)."),
 		creditWaitSeconds: c("wsproxy_bus_credit_wait_seconds_total", "Time senders spent waiting for other nodes' room."),
+		leaseWaitSeconds:  c("wsproxy_bus_stream_order_wait_seconds_total", "Time streamed messages waited for their group's cluster-wide stream order."),
 		losses:            map[string]prometheus.Counter{},
 		registry: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "wsproxy_registry_ops_total",
 			Help: "Member registry operations (JetStream KV) by op (put, delete, purge) and result (ok, conflict, error)."}, []string{"op", "result"}),
@@ -63,7 +65,7 @@ func newBusMetrics(m *metrics.Metrics, n *Node) *busMetrics {
 	})
 	b.up.Set(1)
 	m.Registry.MustRegister(b.up, b.pubMsgs, b.pubBytes, b.recvMsgs, b.recvBytes, b.pubFailed, lossVec,
-		b.creditWaits, b.creditWaitSeconds, b.registry, b.registrySeconds, peers)
+		b.creditWaits, b.creditWaitSeconds, b.leaseWaitSeconds, b.registry, b.registrySeconds, peers)
 	return b
 }
 
@@ -81,6 +83,8 @@ func (b *busMetrics) creditWait(d time.Duration) {
 	b.creditWaits.Inc()
 	b.creditWaitSeconds.Add(d.Seconds())
 }
+
+func (b *busMetrics) leaseWait(d time.Duration) { b.leaseWaitSeconds.Add(d.Seconds()) }
 
 func (b *busMetrics) registryOp(op string, err error, d time.Duration) {
 	res := "ok"

@@ -67,8 +67,9 @@ type writer struct {
 	n       *Node
 	og      *outGroup
 	m       forward.OutMessage
-	held    bool // holds og.sem
-	started bool // the first chunk is out
+	held    bool   // holds og.sem
+	lease   *lease // the group's stream order, for a stream (order.go)
+	started bool   // the first chunk is out
 	done    bool
 }
 
@@ -77,6 +78,9 @@ type writer struct {
 // the writer fails every Write.
 func (n *Node) Open(m forward.OutMessage) forward.BusWriter {
 	w := &writer{n: n, og: n.outGroup(m.Group), m: m}
+	if m.Stream {
+		w.lease = n.takeLease(w.og, m)
+	}
 	select {
 	case w.og.sem <- struct{}{}:
 		w.held = true
@@ -147,6 +151,9 @@ func (w *writer) finish() {
 	w.done = true
 	w.held = false
 	<-w.og.sem
+	if w.lease != nil && !w.started {
+		w.n.releaseLease(w.lease) // never handed over to holdLease
+	}
 }
 
 // send waits for room for p (as the policy says) and publishes it.
@@ -170,6 +177,9 @@ func (w *writer) publish(kind byte, p []byte, last bool) error {
 		if !w.started {
 			h.flags |= flagFirst
 			h.from, h.to = w.m.From, w.m.To
+			if w.lease != nil {
+				h.flags |= flagOrdered
+			}
 		}
 		if last {
 			h.flags |= flagLast
@@ -183,6 +193,9 @@ func (w *writer) publish(kind byte, p []byte, last bool) error {
 	h.seq, h.off = og.seq, og.off
 	og.off += int64(len(p))
 	og.mu.Unlock()
+	if h.flags&flagOrdered != 0 {
+		w.n.holdLease(og, w.lease, h.seq)
+	}
 	og.buf = appendHeader(og.buf[:0], &h)
 	og.buf = append(og.buf, p...)
 	if cap(og.buf) > 2*(w.n.chunk+maxHeaderBytes) {

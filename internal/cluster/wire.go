@@ -35,6 +35,9 @@ const (
 	flagFirst = 1
 	flagLast  = 2
 	flagText  = 4
+	// flagOrdered, on a stream's first chunk: the origin holds the group's
+	// stream order until every node with members acks the placement.
+	flagOrdered = 8
 )
 
 type header struct {
@@ -92,17 +95,26 @@ func parseHeader(msg []byte, h *header) ([]byte, error) {
 //
 //	credit: kind, epoch of the reporting node (8), consumed offset (8), group (base64url)
 //	cut:    kind, epoch of the origin (8), group
+//	placed: kind, epoch of the placing node (8), the stream's first seq (8), group
 //	fenced: kind
 const (
 	nodeCredit = 1
 	nodeCut    = 2
 	nodeFenced = 3
+	nodePlaced = 4
 )
 
 func appendCredit(b []byte, epoch uint64, consumed int64, g64 string) []byte {
 	b = append(b, nodeCredit)
 	b = binary.BigEndian.AppendUint64(b, epoch)
 	b = binary.BigEndian.AppendUint64(b, uint64(consumed))
+	return append(b, g64...)
+}
+
+func appendPlaced(b []byte, epoch, seq uint64, g64 string) []byte {
+	b = append(b, nodePlaced)
+	b = binary.BigEndian.AppendUint64(b, epoch)
+	b = binary.BigEndian.AppendUint64(b, seq)
 	return append(b, g64...)
 }
 

@@ -188,6 +188,9 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	}
 	f.MemoryBudget = c.MemoryLimit / 2
 	c.BusChunkBytes, c.BusWindowBytes = int(min(int64(chunk), 1<<30)), int(min(int64(window), 1<<30))
+	if !clusterName.MatchString(c.ClusterName) {
+		return nil, src.invalid("cluster-name", fmt.Sprintf("%q is not a valid name: want 1-64 characters of A-Z a-z 0-9 _ -", c.ClusterName))
+	}
 	if c.NodeName == "" {
 		c.NodeName, _ = os.Hostname()
 	}
@@ -286,8 +289,6 @@ var clusterName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 func (c *Config) validateCluster() error {
 	switch {
-	case !clusterName.MatchString(c.ClusterName):
-		return fmt.Errorf("cluster-name %q: want 1-64 characters of A-Z a-z 0-9 _ -", c.ClusterName)
 	case c.NATSURL != "" && c.NodeName == "":
 		return errors.New("node-name must not be empty")
 	case len(c.NodeName) > 128:

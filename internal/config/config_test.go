@@ -146,6 +146,13 @@ func TestDefaults(t *testing.T) {
 		ShutdownTimeout: 10 * time.Second,
 		MemoryLimit:     config.DefaultMemoryLimit(),
 		Auth:            "none",
+		// A single node; the cluster's defaults for when --nats-url is set.
+		ClusterName:        "wsproxy",
+		NodeName:           hostname(t),
+		ClusterHeartbeat:   time.Second,
+		ClusterPeerTimeout: 6 * time.Second,
+		BusChunkBytes:      128 << 10,
+		BusWindowBytes:     1 << 20,
 		Forward: forward.Options{
 			MemoryBudget:       config.DefaultMemoryLimit() / 2,
 			MaxMessageBytes:    0,
@@ -163,6 +170,14 @@ func TestDefaults(t *testing.T) {
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", got, want)
 	}
+}
+
+func hostname(t *testing.T) string {
+	h, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 // TestEveryFlagHasEnv sets every setting through its environment variable
@@ -208,6 +223,14 @@ func TestEveryFlagHasEnv(t *testing.T) {
 		"jwt-issuer":               "https://id.example",
 		"tls-cert-file":            "/etc/tls/cert.pem",
 		"tls-key-file":             "/etc/tls/key.pem",
+		// the cluster
+		"nats-url":             "nats://nats:4222",
+		"cluster-name":         "prod-eu",
+		"node-name":            "proxy-7",
+		"cluster-heartbeat":    "500ms",
+		"cluster-peer-timeout": "3s",
+		"bus-chunk-bytes":      "256KiB",
+		"bus-window-bytes":     "4MiB",
 	}
 	vars := map[string]string{}
 	var args []string
@@ -234,8 +257,15 @@ func TestEveryFlagHasEnv(t *testing.T) {
 			Audience:      "wsproxy",
 			Issuer:        "https://id.example",
 		},
-		TLSCertFile: "/etc/tls/cert.pem",
-		TLSKeyFile:  "/etc/tls/key.pem",
+		TLSCertFile:        "/etc/tls/cert.pem",
+		TLSKeyFile:         "/etc/tls/key.pem",
+		NATSURL:            "nats://nats:4222",
+		ClusterName:        "prod-eu",
+		NodeName:           "proxy-7",
+		ClusterHeartbeat:   500 * time.Millisecond,
+		ClusterPeerTimeout: 3 * time.Second,
+		BusChunkBytes:      256 << 10,
+		BusWindowBytes:     4 << 20,
 		Forward: forward.Options{
 			MaxGroups:          100,
 			MaxMembersPerGroup: 10,
@@ -343,6 +373,12 @@ func TestInvalid(t *testing.T) {
 		{"bad size flag", []string{"--send-queue-bytes=lots"}, nil, `--send-queue-bytes="lots": ` + sizeWant},
 		{"bad size env", nil, map[string]string{"PROXY_SEND_QUEUE_BYTES": "1.5MiB"}, `PROXY_SEND_QUEUE_BYTES="1.5MiB": ` + sizeWant},
 		{"negative size", []string{"--max-message-bytes=-1"}, nil, `--max-message-bytes="-1": ` + sizeWant},
+
+		{"bad cluster name", []string{"--cluster-name=a.b"}, nil, `--cluster-name: "a.b" is not a valid name: want 1-64 characters of A-Z a-z 0-9 _ -`},
+		{"peer timeout under two heartbeats", []string{"--cluster-heartbeat=2s", "--cluster-peer-timeout=3s"}, nil, `--cluster-peer-timeout must be at least twice cluster-heartbeat`},
+		{"bus window under two chunks", []string{"--bus-chunk-bytes=1MiB", "--bus-window-bytes=1MiB"}, nil, `--bus-window-bytes must be at least twice bus-chunk-bytes`},
+		{"tiny bus chunk", nil, map[string]string{"PROXY_BUS_CHUNK_BYTES": "512"}, `PROXY_BUS_CHUNK_BYTES must be at least 1KiB`},
+		{"cluster with no write timeout", []string{"--nats-url=nats://x:4222", "--write-timeout=0"}, nil, `--write-timeout must not be 0 with --nats-url under backpressure: a node that stops reading would hold its groups' senders forever`},
 
 		{"bad policy flag", []string{"--slow-consumer=drop"}, nil, `--slow-consumer="drop": want backpressure or disconnect`},
 		{"bad policy env", nil, map[string]string{"PROXY_SLOW_CONSUMER": "drop"}, `PROXY_SLOW_CONSUMER="drop": want backpressure or disconnect`},

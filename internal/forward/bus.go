@@ -32,7 +32,9 @@ type Bus interface {
 	// Open starts a message to groupName's members on other nodes. The
 	// writer holds the group's place on the bus until End or Abort: one
 	// message at a time per group, so the caller must open before it
-	// places a streamed message locally.
+	// places a streamed message locally. For a stream, Open also takes the
+	// group's place in the cluster-wide order of streams: every node
+	// places streams in the same order (see DeliverRemote's placed).
 	Open(m OutMessage) BusWriter
 }
 
@@ -42,6 +44,9 @@ type OutMessage struct {
 	From  string // the sender's id; empty for the admin API
 	To    string // one member only (admin API); empty: every member
 	Text  bool
+	// Stream: the message is larger than --buffer-bytes and will be
+	// placed in receivers' queues as it starts (see Open).
+	Stream bool
 	// Stop ends any wait for room on the bus (the source went away).
 	Stop <-chan struct{}
 	// Park and Unpark bracket a wait for room on the bus, as for room in a
@@ -111,7 +116,7 @@ func (c *Claim) bind(sess *session.Session) {
 // the message came from the bus). Groups are opened in name order, as
 // recipients lists them, so that two messages to overlapping sets of groups
 // cannot each hold a group the other waits for.
-func (s *Server) busOpen(src *source, from Sender, to recipients) []BusWriter {
+func (s *Server) busOpen(src *source, from Sender, to recipients, stream bool) []BusWriter {
 	if s.bus == nil || src.remote || len(to.busGroups) == 0 {
 		return nil
 	}
@@ -119,7 +124,7 @@ func (s *Server) busOpen(src *source, from Sender, to recipients) []BusWriter {
 	for _, g := range to.busGroups {
 		ws = append(ws, s.bus.Open(OutMessage{
 			Group: g, From: from.ID, To: to.target,
-			Text: src.typ == websocket.MessageText,
+			Text: src.typ == websocket.MessageText, Stream: stream,
 			Stop: src.stop, Park: from.park, Unpark: from.unpark,
 		}))
 	}
@@ -161,12 +166,25 @@ func busAbort(ws []BusWriter) {
 // r, through the same path as a local member's message: receivers' queues,
 // the slow-consumer policy, streaming past --buffer-bytes. from is the
 // sender's id (no member with it gets the message). It returns when the
-// message is queued for every receiver, or abandoned: r failing (the
-// origin aborted it, or the bus lost part of it) or stop closing abandons
-// it, and receivers part-way through it are closed with 4002.
-func (s *Server) DeliverRemote(groupName, from, to string, typ websocket.MessageType, r io.Reader, stop <-chan struct{}) error {
+// message is queued for every receiver, or abandoned: r failing (the origin
+// aborted it, or the bus lost part of it) or stop closing abandons it, and
+// receivers part-way through it are closed with 4002.
+//
+// placed, if not nil, is called exactly once, when the message has its
+// place in every receiver's queue here (or will have none): the origin of a
+// stream waits for that from every node before the group's next stream may
+// be placed anywhere.
+func (s *Server) DeliverRemote(groupName, from, to string, typ websocket.MessageType, r io.Reader, stop <-chan struct{}, placed func()) error {
+	var once sync.Once
+	done := func() {
+		if placed != nil {
+			once.Do(placed)
+		}
+	}
+	defer done()
 	g := s.registry.Get(groupName)
 	if g == nil {
+		done()
 		_, err := io.Copy(io.Discard, r)
 		return err
 	}
@@ -178,8 +196,9 @@ func (s *Server) DeliverRemote(groupName, from, to string, typ websocket.Message
 			rcpt.members = []*session.Session{m}
 		}
 	}
-	src := &source{r: r, typ: typ, stop: stop, remote: true}
+	src := &source{r: r, typ: typ, stop: stop, remote: true, placed: done}
 	_, err := s.relay(src, Sender{ID: from}, rcpt)
+	done() // a message held whole is in every queue it goes to by now
 	if err != nil {
 		// Read what is left, so that the caller's next message starts
 		// at its beginning.

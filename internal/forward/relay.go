@@ -51,6 +51,9 @@ type source struct {
 	// remote: the message comes from another node, through the bus; it
 	// goes to this node's members only.
 	remote bool
+	// placed, if set, is told when a streamed message has its place in
+	// every receiver's queue (DeliverRemote).
+	placed func()
 }
 
 // next reads the next bytes of the message into p, enforcing limit (0: none)
@@ -156,7 +159,7 @@ func (s *Server) relay(src *source, from Sender, to recipients) (int, error) {
 		b.Release()
 		return 0, errAbandoned
 	}
-	if ws := s.busOpen(src, from, to); ws != nil {
+	if ws := s.busOpen(src, from, to, false); ws != nil {
 		// To other nodes first, then here: either order keeps each
 		// receiver's messages in their sender's order.
 		if err := busSend(ws, b.B); err != nil {
@@ -188,8 +191,11 @@ func (s *Server) relayStream(src *source, from Sender, to recipients, head *mess
 	p := &producer{src: src, from: from, st: message.NewStreamOwned(src.typ, s.rings, s.streamOwner(from)), text: src.typ == websocket.MessageText}
 	// The bus first: its writers hold the groups' place on the bus from
 	// before the local placement (see Bus.Open).
-	p.bus = s.busOpen(src, from, to)
+	p.bus = s.busOpen(src, from, to, true)
 	placed := s.openStream(from, to, p.st)
+	if src.placed != nil {
+		src.placed()
+	}
 	if src.watch != nil {
 		src.watch.holding(func() bool { return holdsOthers(placed) })
 		defer src.watch.holding(nil)
