@@ -126,8 +126,9 @@ func (st *stack) containerName(t *testing.T, service string) string {
 }
 
 // checkNetworks finds the bus network (the only one NATS is on) and checks
-// the layout the compose file promises: the bus is internal, and every proxy
-// is on it and on one other network (front).
+// the layout the compose file promises: the bus is internal, NATS publishes
+// nothing on the host, both images run as 65532, and every proxy is on the
+// bus and on one other network (front).
 func (st *stack) checkNetworks(t *testing.T) {
 	t.Helper()
 	nets := networks(t, st.nats)
@@ -137,6 +138,14 @@ func (st *stack) checkNetworks(t *testing.T) {
 	st.bus = nets[0]
 	if internal := strings.TrimSpace(docker(t, 30*time.Second, "network", "inspect", "--format", "{{.Internal}}", st.bus)); internal != "true" {
 		t.Errorf("network %s: internal %s, want true", st.bus, internal)
+	}
+	if ports := strings.TrimSpace(docker(t, 30*time.Second, "port", st.nats)); ports != "" {
+		t.Errorf("nats publishes ports on the host: %q, want none", ports)
+	}
+	for _, c := range []string{st.nats, st.nodes[0].container} {
+		if user := strings.TrimSpace(docker(t, 30*time.Second, "inspect", "--format", "{{.Config.User}}", c)); user != "65532:65532" {
+			t.Errorf("%s runs as user %q, want 65532:65532", c, user)
+		}
 	}
 	for _, n := range st.nodes {
 		nets := networks(t, n.container)
