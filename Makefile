@@ -7,6 +7,8 @@ PKGS    ?= ./...
 # is pulled. COMPOSE is `docker compose` where that plugin exists, else the
 # standalone docker-compose.
 IMAGE           ?= wsproxy:local
+NATS_IMAGE      ?= wsproxy-nats:local
+CLUSTER_PROJECT ?= wsproxy-cluster
 COMPOSE_PROJECT ?= wsproxy
 ifeq ($(origin COMPOSE),undefined)
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
@@ -36,6 +38,10 @@ build: ## build bin/proxy
 build-static: ## build bin/proxy-linux-amd64: static (CGO_ENABLED=0), stripped, for the image
 	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o $(BIN)/proxy-linux-amd64 ./cmd/proxy
 
+.PHONY: build-static-natsd
+build-static-natsd: ## build bin/natsd-linux-amd64 (cmd/natsd: nats-server with JetStream), static, for the NATS image
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w" -o $(BIN)/natsd-linux-amd64 ./cmd/natsd
+
 .PHONY: test
 test: ## run every test with the race detector (what CI runs)
 	$(GO) test -race -count=1 -timeout 8m $(PKGS)
@@ -45,6 +51,7 @@ check: ## formatting and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags compose ./test/compose/
+	$(GO) vet -tags cluster ./test/cluster/
 
 .PHONY: screenshot
 screenshot: ## rewrite docs/page.png and docs/page-phone.png from the browser tests (needs chromium)
@@ -91,3 +98,20 @@ down: ## stop and remove what `make up` started
 .PHONY: compose-test
 compose-test: ## smoke-test the image under docker-compose with two real clients (CI runs it)
 	scripts/compose-test.sh
+
+.PHONY: image-nats
+image-nats: build-static-natsd ## build the cluster's NATS image wsproxy-nats:local (FROM scratch, non-root)
+	docker build --file Dockerfile.nats --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t $(NATS_IMAGE) .
+
+.PHONY: cluster-up
+cluster-up: image image-nats ## start three proxies and NATS with docker-compose on 127.0.0.1:8081-8083
+	$(COMPOSE) -f docker-compose.cluster.yml -p $(CLUSTER_PROJECT) up -d
+	$(COMPOSE) -f docker-compose.cluster.yml -p $(CLUSTER_PROJECT) ps
+
+.PHONY: cluster-down
+cluster-down: ## stop and remove what `make cluster-up` started
+	$(COMPOSE) -f docker-compose.cluster.yml -p $(CLUSTER_PROJECT) down
+
+.PHONY: cluster-test
+cluster-test: ## cut, kill, pause and restart nodes and NATS of the compose cluster under real clients (CI runs it; about a minute)
+	scripts/cluster-test.sh
