@@ -30,6 +30,10 @@ func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *for
 			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 			return
 		}
+		if err := fwd.Ready(); err != nil {
+			httpjson.Write(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			return
+		}
 		httpjson.Write(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	r.Handle("/metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{Registry: m.Registry}))

@@ -103,6 +103,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 	m := metrics.New()
 	fwd := forward.NewServer(cfg.Forward, log, m)
+	node, err := startCluster(ctx, cfg, fwd, log, m)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
 		Handler:           routes(cfg, log, m, fwd),
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -153,6 +157,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		Strs("trusted_proxies", trusted).
 		Str("auth", cfg.Auth).
 		Bool("tls", tlsConfig != nil).
+		Str("nats_url", redactURL(cfg.NATSURL)).
+		Str("cluster_name", cfg.ClusterName).
+		Str("node_name", cfg.NodeName).
 		Msg("proxy listening")
 	page, ws := urls(ln.Addr())
 	log.Info().Msgf("open %s in a browser, or connect any WebSocket client to %s", page, ws)
@@ -172,6 +179,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	fwd.Shutdown(drainCtx)
 	cancel()
+	if node != nil {
+		// After the drain: the others learn that this node left, with
+		// nothing in flight, and close nobody.
+		node.Close()
+	}
 	httpCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(httpCtx); err != nil {

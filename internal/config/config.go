@@ -11,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +39,15 @@ type Config struct {
 	JWT         auth.Options
 	TLSCertFile string
 	TLSKeyFile  string
+
+	// The cluster (SPEC section 12). NATSURL empty: a single node.
+	NATSURL            string
+	ClusterName        string
+	NodeName           string
+	ClusterHeartbeat   time.Duration
+	ClusterPeerTimeout time.Duration
+	BusChunkBytes      int
+	BusWindowBytes     int
 }
 
 // ErrHelp is returned when --help was asked for; the usage has been printed.
@@ -134,6 +144,16 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (chain) to serve HTTPS and wss:// with; reloaded when it changes")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
 
+	// The cluster (SPEC section 12; package cluster).
+	chunk, window := size(128<<10), size(1<<20)
+	fs.StringVar(&c.NATSURL, "nats-url", "", "NATS server(s) to share groups with the other proxies through, e.g. nats://nats:4222 (JetStream on) (empty: a single proxy, nothing else to run)")
+	fs.StringVar(&c.ClusterName, "cluster-name", "wsproxy", "the cluster's name: proxies with the same --nats-url and name share groups")
+	fs.StringVar(&c.NodeName, "node-name", "", "this proxy's name in the cluster (logs, the admin API) (default: the host name)")
+	fs.DurationVar(&c.ClusterHeartbeat, "cluster-heartbeat", time.Second, "how often a proxy tells the others it is alive")
+	fs.DurationVar(&c.ClusterPeerTimeout, "cluster-peer-timeout", 6*time.Second, "a proxy silent this long is lost: the members of groups it shared are closed with 4004")
+	fs.Var(&chunk, "bus-chunk-bytes", "largest piece of a message on NATS (at most NATS's max_payload less 1KiB)")
+	fs.Var(&window, "bus-window-bytes", "bytes of one group's messages in flight to another proxy; under backpressure a sender waits beyond it")
+
 	src, err := parseFlags(fs, args, getenv)
 	if errors.Is(err, flag.ErrHelp) {
 		usage()
@@ -167,6 +187,10 @@ func Parse(args []string, getenv func(string) string, out io.Writer) (*Config, e
 		c.MemoryLimit = DefaultMemoryLimit()
 	}
 	f.MemoryBudget = c.MemoryLimit / 2
+	c.BusChunkBytes, c.BusWindowBytes = int(min(int64(chunk), 1<<30)), int(min(int64(window), 1<<30))
+	if c.NodeName == "" {
+		c.NodeName, _ = os.Hostname()
+	}
 	if err := c.identity(secretFile, prevSecretFile, adminTokenFile); err != nil {
 		return nil, src.name(err)
 	}
@@ -254,6 +278,30 @@ func (c *Config) validate() error {
 		return errors.New("connect-rate-per-ip must be a number of connections per second, 0 or more")
 	case f.Admission.ConnectBurstPerIP < 0:
 		return errors.New("connect-burst-per-ip must not be negative")
+	}
+	return c.validateCluster()
+}
+
+var clusterName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (c *Config) validateCluster() error {
+	switch {
+	case !clusterName.MatchString(c.ClusterName):
+		return fmt.Errorf("cluster-name %q: want 1-64 characters of A-Z a-z 0-9 _ -", c.ClusterName)
+	case c.NATSURL != "" && c.NodeName == "":
+		return errors.New("node-name must not be empty")
+	case len(c.NodeName) > 128:
+		return errors.New("node-name must be at most 128 bytes")
+	case c.ClusterHeartbeat <= 0:
+		return errors.New("cluster-heartbeat must be positive")
+	case c.ClusterPeerTimeout < 2*c.ClusterHeartbeat:
+		return errors.New("cluster-peer-timeout must be at least twice cluster-heartbeat")
+	case c.BusChunkBytes < 1<<10:
+		return errors.New("bus-chunk-bytes must be at least 1KiB")
+	case c.BusWindowBytes < 2*c.BusChunkBytes:
+		return errors.New("bus-window-bytes must be at least twice bus-chunk-bytes")
+	case c.NATSURL != "" && c.Forward.WriteTimeout == 0 && c.Forward.SlowConsumer == forward.Backpressure:
+		return errors.New("write-timeout must not be 0 with --nats-url under backpressure: a node that stops reading would hold its groups' senders forever")
 	}
 	return nil
 }

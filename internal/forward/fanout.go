@@ -59,11 +59,16 @@ func (f Sender) pinned() *atomic.Int64 {
 type recipients struct {
 	groups  []*group.Group     // whose stream order a streamed message takes, in name order
 	members []*session.Session // shared snapshot: never modified
+	// With a bus: the groups whose members on other nodes get the message
+	// too, in name order, and the one member it is for (admin API), if
+	// any.
+	busGroups []string
+	target    string
 }
 
-// groupRecipients is every member of g now.
+// groupRecipients is every member of g now, on this node and others.
 func groupRecipients(g *group.Group) recipients {
-	return recipients{groups: []*group.Group{g}, members: g.Members()}
+	return recipients{groups: []*group.Group{g}, members: g.Members(), busGroups: []string{g.Name}}
 }
 
 // each calls f for every recipient other than the sender.

@@ -39,6 +39,7 @@ func (s *Server) Publish(ctx context.Context, groupName, id string, typ websocke
 			return 0, ErrNoMember
 		}
 		to.members = []*session.Session{m}
+		to.busGroups = nil // here, so nowhere else
 	}
 	return s.publish(ctx, to, typ, r)
 }

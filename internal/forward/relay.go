@@ -48,6 +48,9 @@ type source struct {
 	// rate, if set, paces what the source sends (--message-rate,
 	// --byte-rate).
 	rate *rateLimit
+	// remote: the message comes from another node, through the bus; it
+	// goes to this node's members only.
+	remote bool
 }
 
 // next reads the next bytes of the message into p, enforcing limit (0: none)
@@ -153,6 +156,15 @@ func (s *Server) relay(src *source, from Sender, to recipients) (int, error) {
 		b.Release()
 		return 0, errAbandoned
 	}
+	if ws := s.busOpen(src, from, to); ws != nil {
+		// To other nodes first, then here: either order keeps each
+		// receiver's messages in their sender's order.
+		if err := busSend(ws, b.B); err != nil {
+			busAbort(ws)
+			b.Release()
+			return 0, err
+		}
+	}
 	s.received(from, src.typ, int64(len(b.B)))
 	return s.sendBuf(from, to, b), nil
 }
@@ -174,6 +186,9 @@ func (s *Server) relayStream(src *source, from Sender, to recipients, head *mess
 	}
 	from.held(int64(s.rings.Size()))
 	p := &producer{src: src, from: from, st: message.NewStreamOwned(src.typ, s.rings, s.streamOwner(from)), text: src.typ == websocket.MessageText}
+	// The bus first: its writers hold the groups' place on the bus from
+	// before the local placement (see Bus.Open).
+	p.bus = s.busOpen(src, from, to)
 	placed := s.openStream(from, to, p.st)
 	if src.watch != nil {
 		src.watch.holding(func() bool { return holdsOthers(placed) })
@@ -203,12 +218,14 @@ func (s *Server) relayStream(src *source, from Sender, to recipients, head *mess
 				break
 			}
 			p.st.Finish()
+			busEnd(p.bus)
 			s.received(from, src.typ, src.read)
 			return len(placed), nil
 		}
 		err = rerr
 	}
 	p.st.Abort()
+	busAbort(p.bus)
 	return 0, err
 }
 
@@ -219,6 +236,7 @@ type producer struct {
 	st   *message.Stream
 	text bool
 	v    utf8stream.Validator
+	bus  []BusWriter // other nodes' share of the message (nil: none)
 }
 
 // space returns room in the ring, waiting for receivers if there is none
@@ -247,7 +265,9 @@ func (p *producer) commit(b []byte) error {
 		return errInvalidUTF8
 	}
 	p.st.Commit(len(b))
-	return nil
+	// The committed bytes stay in the ring, unchanged, until the next
+	// Space: they can be sent from there.
+	return busWrite(p.bus, b)
 }
 
 // write copies b into the stream.

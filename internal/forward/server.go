@@ -116,6 +116,7 @@ type Server struct {
 	admit    *limits.Admission  // nil: every admission limit off
 	refusals *limits.LogLimiter // refusals are logged at a bounded rate
 	presence *presence.Hub      // watchers of /ws/events (events.go)
+	bus      Bus                // other nodes (bus.go); nil: a single node
 
 	// draining is set once, under mu; handlers counts connections that
 	// passed the draining check under mu, so Shutdown can wait for all.
@@ -222,14 +223,26 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.reject(w, rej)
 		return
 	}
+	claim, release, rej := s.claim(groupName, id)
+	if rej != nil {
+		s.reject(w, rej)
+		return
+	}
 	sess, ticket, ok := s.upgrade(w, r, id, groupName)
 	if !ok {
+		release()
 		return
 	}
 	g, replaced, leave, err := s.registry.JoinLimited(sess, s.limits)
 	if err != nil {
+		release()
 		s.refuseMember(sess, err, ticket)
 		return
+	}
+	if claim != nil {
+		claim.bind(sess)
+		local := leave
+		leave = func() { local(); release() }
 	}
 	if replaced != nil {
 		replaced.Close(session.StatusReplaced, "replaced")
@@ -246,6 +259,35 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// whose stack grew deep serving the handshake, ends here; a fresh one
 	// with a small stack reads for as long as the connection lasts.
 	go s.serve(sess, g, leave, ticket, expires)
+}
+
+// claim registers the joining member with the bus, if there is one. Without
+// a bus it returns a nil claim and a release that does nothing.
+func (s *Server) claim(groupName, id string) (*Claim, func(), *rejection) {
+	if s.bus == nil {
+		return nil, func() {}, nil
+	}
+	if err := s.bus.Ready(); err != nil {
+		return nil, nil, &rejection{http.StatusServiceUnavailable, "cluster not ready: " + err.Error(), "bus"}
+	}
+	c := &Claim{}
+	release, err := s.bus.Claim(groupName, id, c)
+	if err != nil {
+		return nil, nil, &rejection{http.StatusServiceUnavailable, "cluster not ready: " + err.Error(), "bus"}
+	}
+	return c, release, nil
+}
+
+// Ready reports why the server cannot take new members now (nil: it can):
+// draining, or its bus is not ready.
+func (s *Server) Ready() error {
+	if s.Draining() {
+		return ErrDraining
+	}
+	if s.bus != nil {
+		return s.bus.Ready()
+	}
+	return nil
 }
 
 // upgrade takes an admission slot for a handshake that passed its checks,
@@ -379,7 +421,7 @@ func (s *Server) readLoop(sess *session.Session, g *group.Group, exp *expiry) er
 		defer src.watch.close()
 	}
 	src.rate = s.newRateLimit(from)
-	to := recipients{groups: []*group.Group{g}}
+	to := recipients{groups: []*group.Group{g}, busGroups: []string{g.Name}}
 	for {
 		if testHookNextMessage != nil {
 			testHookNextMessage(sess)

@@ -299,6 +299,7 @@ var (
 	rejectReasons = []string{
 		"missing_id", "repeated_id", "bad_id", "missing_groupname", "repeated_groupname", "bad_group",
 		"bad_query", "origin", "bad_origin", "not_upgrade", "bad_version", "bad_key", "method", "draining", "accept",
+		"bus", // cluster mode: the node cannot reach the bus, or the claim failed
 		"too_many_groups", "group_full",
 		// Connection admission (internal/limits.Reasons).
 		"max_connections", "ip_connections", "ip_rate", "ip_table_full",

@@ -1,0 +1,315 @@
+package cluster
+
+import (
+	"errors"
+	"io"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/nats-io/nats.go"
+)
+
+type natsMsg = nats.Msg
+
+// inKey names the chunks of one origin node to one group.
+type inKey struct {
+	epoch uint64
+	g64   string
+}
+
+// inGroup is this node's side of one (origin, group): the chunks received,
+// in order, and the worker relaying them to the group's members here.
+//
+// The dispatcher (onData) checks sequence numbers and queues chunks; it
+// never blocks. The worker takes the chunks of one message at a time and
+// relays them through forward.Server.DeliverRemote, which may wait for
+// receivers; what it consumed it reports to the origin as credit. A reset
+// (a gap, an overflow, a cut, the origin lost) drops what is queued and
+// abandons the message being relayed (receivers part-way through it get
+// 4002); the caller then closes the group's members.
+type inGroup struct {
+	// Static.
+	n     *Node
+	key   inKey
+	group string
+	g64   string
+
+	mu       sync.Mutex
+	expect   uint64 // next sequence number; 0: none seen yet
+	open     bool   // the last chunk queued left a message unfinished
+	q        []chunk
+	qBytes   int64
+	running  bool          // a worker runs
+	wake     chan struct{} // signalled (cap 1) when a chunk is queued
+	stop     chan struct{} // closed by reset: the message being relayed is abandoned
+	idle     chan struct{} // closed when the worker exits; nil while none runs
+	consumed int64         // how far the worker has consumed (an offset in the origin's bytes)
+	reported int64         // the last consumed offset reported
+}
+
+type chunk struct {
+	h       header
+	payload []byte
+}
+
+var (
+	errReset = errors.New("bus: messages were lost; the message is abandoned")
+	errAbort = errors.New("bus: the origin abandoned the message")
+)
+
+func (n *Node) inGroup(k inKey) *inGroup {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	ig := n.in[k]
+	if ig == nil {
+		name, ok := decodeName(k.g64)
+		if !ok {
+			return nil
+		}
+		ig = &inGroup{n: n, key: k, group: name, g64: k.g64, wake: make(chan struct{}, 1), stop: make(chan struct{})}
+		n.in[k] = ig
+	}
+	return ig
+}
+
+// takeInLocked removes and returns the states whose key match.
+func (n *Node) takeInLocked(match func(inKey) bool) []*inGroup {
+	var out []*inGroup
+	for k, ig := range n.in {
+		if match(k) {
+			out = append(out, ig)
+			delete(n.in, k)
+		}
+	}
+	return out
+}
+
+// onData dispatches one chunk from the bus. It runs on the data
+// subscription's goroutine and never blocks on anything but short locks.
+func (n *Node) onData(msg *natsMsg) {
+	var h header
+	payload, err := parseHeader(msg.Data, &h)
+	if err != nil {
+		n.met.loss("malformed")
+		return
+	}
+	n.met.received(len(msg.Data))
+	if h.epoch == n.epoch.Load() {
+		return
+	}
+	n.mu.Lock()
+	_, dead := n.dead[h.epoch]
+	n.mu.Unlock()
+	if dead {
+		return
+	}
+	ig := n.inGroup(inKey{h.epoch, msg.Subject[len(n.dataSub):]})
+	if ig == nil {
+		return
+	}
+	if why := ig.add(&h, payload); why != "" {
+		code, reason := statusMissed, reasonMissed
+		if why == "overflow" {
+			code, reason = websocket.StatusPolicyViolation, "slow consumer"
+		}
+		n.closeGroupLocal(ig.group, code, reason, why)
+	}
+}
+
+// add queues a chunk. It returns why the group's members here must be
+// closed, if they must: "gap" (a chunk was lost) or "overflow" (this node
+// fell more than the allowance behind; under backpressure the origin keeps
+// within the window, so only a node that cannot keep up gets there).
+func (ig *inGroup) add(h *header, payload []byte) string {
+	ig.mu.Lock()
+	defer ig.mu.Unlock()
+	var why string
+	if ig.expect != 0 && h.seq != ig.expect {
+		why = "gap"
+		ig.resetLocked()
+	}
+	ig.expect = h.seq + 1
+	if h.kind == kindSync {
+		return why
+	}
+	first := h.kind == kindData && h.flags&flagFirst != 0
+	if !ig.open {
+		if !first || !ig.n.local.HasGroup(ig.group) {
+			// Nobody here to deliver to, or the rest of a message that
+			// started before this node was listening (or was reset).
+			return why
+		}
+	} else if first {
+		// A new message while one is open: chunks went missing without
+		// a gap in numbering (cannot happen with a well-behaved origin).
+		ig.resetLocked()
+		return "gap"
+	}
+	if ig.qBytes+int64(len(payload)) > ig.n.allowance() {
+		ig.resetLocked()
+		return "overflow"
+	}
+	ig.open = !(h.kind == kindAbort || h.flags&flagLast != 0)
+	ig.q = append(ig.q, chunk{*h, payload})
+	ig.qBytes += int64(len(payload))
+	if !ig.running {
+		ig.running = true
+		ig.idle = make(chan struct{})
+		ig.n.wg.Add(1)
+		go ig.work(ig.stop)
+	} else {
+		select {
+		case ig.wake <- struct{}{}:
+		default:
+		}
+	}
+	return why
+}
+
+// allowance is how far a receiving node may fall behind an origin in one
+// group before it closes its members: the window, plus what the origin may
+// send before it hears of this node.
+func (n *Node) allowance() int64 { return 4 * int64(n.cfg.WindowBytes) }
+
+// reset drops what is queued and abandons the message being relayed.
+func (ig *inGroup) reset() {
+	ig.mu.Lock()
+	ig.resetLocked()
+	ig.mu.Unlock()
+}
+
+func (ig *inGroup) resetLocked() {
+	ig.q, ig.qBytes, ig.open = nil, 0, false
+	close(ig.stop)
+	ig.stop = make(chan struct{})
+}
+
+// received is the last sequence number received.
+func (ig *inGroup) received() uint64 {
+	ig.mu.Lock()
+	defer ig.mu.Unlock()
+	if ig.expect == 0 {
+		return 0
+	}
+	return ig.expect - 1
+}
+
+// wait returns once no worker runs.
+func (ig *inGroup) wait() {
+	ig.mu.Lock()
+	idle := ig.idle
+	ig.mu.Unlock()
+	if idle != nil {
+		<-idle
+	}
+}
+
+// take returns the next queued chunk, waiting for one only if wait is set
+// (in the middle of a message). It returns false if stop closed (a reset),
+// or, without wait, if nothing is queued: the worker then ends.
+func (ig *inGroup) take(stop chan struct{}, wait bool) (chunk, bool) {
+	for {
+		ig.mu.Lock()
+		if ig.stop != stop {
+			ig.mu.Unlock()
+			return chunk{}, false
+		}
+		if len(ig.q) > 0 {
+			c := ig.q[0]
+			ig.q[0] = chunk{}
+			ig.q = ig.q[1:]
+			ig.qBytes -= int64(len(c.payload))
+			ig.mu.Unlock()
+			return c, true
+		}
+		if !wait {
+			ig.running = false
+			close(ig.idle)
+			ig.mu.Unlock()
+			return chunk{}, false
+		}
+		ig.mu.Unlock()
+		ig.report(0, true) // about to wait: whatever was consumed is credit now
+		select {
+		case <-ig.wake:
+		case <-stop:
+		}
+	}
+}
+
+// work relays messages while chunks are queued. stop is the reset channel
+// current when it started; after a reset it carries on with the new one.
+func (ig *inGroup) work(stop chan struct{}) {
+	defer ig.n.wg.Done()
+	for {
+		c, ok := ig.take(stop, false)
+		if !ok {
+			ig.mu.Lock()
+			if !ig.running {
+				ig.mu.Unlock()
+				ig.report(0, true)
+				return
+			}
+			// A reset: go on with what is queued after it.
+			stop = ig.stop
+			ig.mu.Unlock()
+			continue
+		}
+		if c.h.kind != kindData || c.h.flags&flagFirst == 0 {
+			continue // the rest of an abandoned message
+		}
+		typ := websocket.MessageBinary
+		if c.h.flags&flagText != 0 {
+			typ = websocket.MessageText
+		}
+		r := &chunkReader{ig: ig, cur: c, stop: stop}
+		_ = ig.n.local.DeliverRemote(ig.group, c.h.from, c.h.to, typ, r, stop)
+		ig.report(r.consumed, true)
+	}
+}
+
+// report sends the origin how far this node has consumed its messages to
+// the group (an offset in the origin's bytes), when it has moved by a
+// quarter window, or always when now is set.
+func (ig *inGroup) report(consumed int64, now bool) {
+	ig.mu.Lock()
+	ig.consumed = max(ig.consumed, consumed)
+	consumed = ig.consumed
+	if consumed == ig.reported || (!now && consumed-ig.reported < int64(ig.n.cfg.WindowBytes)/4) {
+		ig.mu.Unlock()
+		return
+	}
+	ig.reported = consumed
+	ig.mu.Unlock()
+	ig.n.sendCredit(ig.key.epoch, consumed, ig.g64)
+}
+
+// chunkReader reads one message's payload from its chunks as they arrive.
+type chunkReader struct {
+	ig       *inGroup
+	cur      chunk
+	pos      int
+	stop     chan struct{}
+	consumed int64
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for r.pos == len(r.cur.payload) {
+		if r.cur.h.flags&flagLast != 0 {
+			return 0, io.EOF
+		}
+		c, ok := r.ig.take(r.stop, true)
+		if !ok {
+			return 0, errReset
+		}
+		if c.h.kind == kindAbort {
+			return 0, errAbort
+		}
+		r.cur, r.pos = c, 0
+	}
+	n := copy(p, r.cur.payload[r.pos:])
+	r.pos += n
+	r.consumed = r.cur.h.off + int64(r.pos)
+	r.ig.report(r.consumed, false)
+	return n, nil
+}

@@ -1,0 +1,363 @@
+package cluster
+
+import (
+	"sync"
+	"time"
+
+	"github.com/wsproxy/wsproxy/internal/forward"
+)
+
+// outGroup is what this node sends to one group on the bus.
+type outGroup struct {
+	// Static.
+	name, g64, subject string
+
+	// sem is the group's place on the bus: held by one writer at a time,
+	// from Open to End or Abort, so that one message's chunks are never
+	// interleaved with another's (receivers relay one message at a time
+	// per origin and group).
+	sem chan struct{}
+
+	// Owned by the writer holding sem.
+	buf []byte
+
+	// Guarded by mu.
+	mu      sync.Mutex
+	seq     uint64 // chunks sent so far
+	off     int64  // payload bytes sent so far
+	lost    bool   // a publish failed: a sync is owed once the bus is back
+	credits map[uint64]*credit
+	cut     map[uint64]bool // nodes cut from this group (until they leave it)
+	wake    chan struct{}   // closed when a credit arrives
+}
+
+// credit is how far one node has consumed this node's messages to a group.
+type credit struct {
+	consumed int64     // an offset in the origin's bytes to the group
+	advanced time.Time // when consumed last moved (or the node was first seen)
+}
+
+func (n *Node) outGroup(name string) *outGroup {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	og := n.out[name]
+	if og == nil {
+		g64 := encodeName(name)
+		og = &outGroup{
+			name: name, g64: g64, subject: n.dataSub + g64,
+			sem:     make(chan struct{}, 1),
+			credits: map[uint64]*credit{},
+			cut:     map[uint64]bool{},
+			wake:    make(chan struct{}),
+		}
+		n.out[name] = og
+	}
+	return og
+}
+
+func (og *outGroup) sent() uint64 {
+	og.mu.Lock()
+	defer og.mu.Unlock()
+	return og.seq
+}
+
+// writer is one message on its way to a group's other nodes
+// (forward.BusWriter).
+type writer struct {
+	n       *Node
+	og      *outGroup
+	m       forward.OutMessage
+	held    bool // holds og.sem
+	started bool // the first chunk is out
+	done    bool
+}
+
+// Open starts a message to group m.Group on other nodes (forward.Bus). It
+// waits (parked) for the group's place on the bus; if m.Stop closes first,
+// the writer fails every Write.
+func (n *Node) Open(m forward.OutMessage) forward.BusWriter {
+	w := &writer{n: n, og: n.outGroup(m.Group), m: m}
+	select {
+	case w.og.sem <- struct{}{}:
+		w.held = true
+	default:
+		m.Park()
+		select {
+		case w.og.sem <- struct{}{}:
+			w.held = true
+		case <-m.Stop:
+		}
+		m.Unpark()
+	}
+	return w
+}
+
+func (w *writer) Write(p []byte) error {
+	if !w.held {
+		return forward.ErrBusStopped
+	}
+	for len(p) > 0 {
+		k := min(len(p), w.n.chunk)
+		if err := w.send(kindData, p[:k], false); err != nil {
+			return err
+		}
+		p = p[k:]
+	}
+	return nil
+}
+
+func (w *writer) End() {
+	if !w.held || w.done {
+		return
+	}
+	_ = w.send(kindData, nil, true)
+	w.finish()
+}
+
+// Send sends p as the whole message (nothing written before) and ends it:
+// a small message is one bus message.
+func (w *writer) Send(p []byte) error {
+	if !w.held {
+		return forward.ErrBusStopped
+	}
+	for len(p) > w.n.chunk {
+		if err := w.send(kindData, p[:w.n.chunk], false); err != nil {
+			return err
+		}
+		p = p[w.n.chunk:]
+	}
+	if err := w.send(kindData, p, true); err != nil {
+		return err
+	}
+	w.finish()
+	return nil
+}
+
+func (w *writer) Abort() {
+	if !w.held || w.done {
+		return
+	}
+	if w.started {
+		_ = w.publish(kindAbort, nil, false)
+	}
+	w.finish()
+}
+
+func (w *writer) finish() {
+	w.done = true
+	w.held = false
+	<-w.og.sem
+}
+
+// send waits for room for p (as the policy says) and publishes it.
+func (w *writer) send(kind byte, p []byte, last bool) error {
+	if len(p) > 0 {
+		if err := w.n.waitRoom(w.og, int64(len(p)), w.m); err != nil {
+			return err
+		}
+	}
+	return w.publish(kind, p, last)
+}
+
+// publish sends one chunk. A failed publish (the bus is gone) is not an
+// error to the sender: the chunk's sequence number is spent, so the other
+// nodes see the gap (the sync sent once the bus is back shows it if
+// nothing else does).
+func (w *writer) publish(kind byte, p []byte, last bool) error {
+	og := w.og
+	h := header{kind: kind, epoch: w.n.epoch.Load()}
+	if kind == kindData {
+		if !w.started {
+			h.flags |= flagFirst
+			h.from, h.to = w.m.From, w.m.To
+		}
+		if last {
+			h.flags |= flagLast
+		}
+		if w.m.Text {
+			h.flags |= flagText
+		}
+	}
+	og.mu.Lock()
+	og.seq++
+	h.seq, h.off = og.seq, og.off
+	og.off += int64(len(p))
+	og.mu.Unlock()
+	og.buf = appendHeader(og.buf[:0], &h)
+	og.buf = append(og.buf, p...)
+	if cap(og.buf) > 2*(w.n.chunk+maxHeaderBytes) {
+		defer func() { og.buf = nil }()
+	}
+	w.started = true
+	if err := w.n.nc.Publish(og.subject, og.buf); err != nil {
+		og.mu.Lock()
+		og.lost = true
+		og.mu.Unlock()
+		w.n.met.publishFailed()
+		return nil
+	}
+	w.n.met.published(len(og.buf))
+	return nil
+}
+
+// waitRoom waits until sending size more bytes to og keeps every other node
+// with members in the group within its window, under backpressure (under
+// disconnect it never waits: a node that falls behind closes its own
+// members). A node that has granted nothing for --write-timeout while this
+// one waits is cut from the group: its members of it are closed with 1008.
+func (n *Node) waitRoom(og *outGroup, size int64, m forward.OutMessage) error {
+	if n.cfg.Policy == forward.Disconnect {
+		return nil
+	}
+	window := int64(n.cfg.WindowBytes)
+	parked := false
+	defer func() {
+		if parked {
+			m.Unpark()
+		}
+	}()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	for {
+		now := time.Now()
+		me := n.epoch.Load()
+		n.mu.Lock()
+		nodes := n.remoteNodesLocked(og.name)
+		og.mu.Lock()
+		var slowest uint64
+		var least *credit
+		for e := range nodes {
+			if e == me || og.cut[e] {
+				continue
+			}
+			c := og.credits[e]
+			if c == nil {
+				// A node not heard from yet gets a window from now.
+				c = &credit{consumed: og.off, advanced: now}
+				og.credits[e] = c
+			}
+			if least == nil || c.consumed < least.consumed {
+				slowest, least = e, c
+			}
+		}
+		// Nodes that left the group, or were cut and have left it since,
+		// are forgotten.
+		for e := range og.credits {
+			if nodes[e] == 0 {
+				delete(og.credits, e)
+			}
+		}
+		for e := range og.cut {
+			if nodes[e] == 0 {
+				delete(og.cut, e)
+			}
+		}
+		n.mu.Unlock()
+		if least == nil || og.off+size-least.consumed <= window {
+			og.mu.Unlock()
+			return nil
+		}
+		stuck := now.Sub(least.advanced)
+		if stuck >= n.cfg.WriteTimeout {
+			og.cut[slowest] = true
+			delete(og.credits, slowest)
+			og.mu.Unlock()
+			n.cutNode(og, slowest)
+			continue
+		}
+		wake := og.wake
+		og.mu.Unlock()
+		if !parked {
+			m.Park()
+			parked = true
+		}
+		if timer == nil {
+			timer = time.NewTimer(n.cfg.WriteTimeout - stuck)
+		} else {
+			timer.Reset(n.cfg.WriteTimeout - stuck)
+		}
+		start := time.Now()
+		select {
+		case <-wake:
+		case <-timer.C:
+		case <-m.Stop:
+			return forward.ErrBusStopped
+		case <-n.closed:
+			return forward.ErrBusStopped
+		}
+		n.met.creditWait(time.Since(start))
+	}
+}
+
+// cutNode tells node e that it fell behind og for too long: it closes its
+// members of the group (1008) and this node stops waiting for it.
+func (n *Node) cutNode(og *outGroup, e uint64) {
+	n.met.loss("cut")
+	n.log.Warn().Str("group", og.name).Str("peer", epochHex(e)).Msg("cluster: a node granted no room for --write-timeout: cut from the group")
+	_ = n.nc.Publish(n.nodeSubject(e), appendCut(nil, n.epoch.Load(), og.g64))
+}
+
+// onCredit records node e's progress through this node's messages to a
+// group.
+func (n *Node) onCredit(e uint64, consumed int64, g64 string) {
+	name, ok := decodeName(g64)
+	if !ok {
+		return
+	}
+	n.mu.Lock()
+	og := n.out[name]
+	n.mu.Unlock()
+	if og == nil {
+		return
+	}
+	og.mu.Lock()
+	if og.cut[e] {
+		og.mu.Unlock()
+		return
+	}
+	c := og.credits[e]
+	if c == nil {
+		c = &credit{}
+		og.credits[e] = c
+	}
+	if consumed > c.consumed {
+		c.consumed = consumed
+		c.advanced = time.Now()
+		close(og.wake)
+		og.wake = make(chan struct{})
+	}
+	og.mu.Unlock()
+}
+
+// sendSyncs tells every group this node failed to publish to (while the
+// bus was gone) that chunks were lost: the sync's sequence number shows the
+// gap to every receiving node.
+func (n *Node) sendSyncs() {
+	n.mu.Lock()
+	var lost []*outGroup
+	for _, og := range n.out {
+		og.mu.Lock()
+		if og.lost {
+			lost = append(lost, og)
+		}
+		og.mu.Unlock()
+	}
+	n.mu.Unlock()
+	for _, og := range lost {
+		// Without the group's place on the bus: a sync in the middle of
+		// a message is skipped by receivers that missed nothing.
+		og.mu.Lock()
+		og.seq++
+		h := header{kind: kindSync, epoch: n.epoch.Load(), seq: og.seq, off: og.off}
+		og.mu.Unlock()
+		if err := n.nc.Publish(og.subject, appendHeader(nil, &h)); err == nil {
+			og.mu.Lock()
+			og.lost = false
+			og.mu.Unlock()
+		}
+	}
+}

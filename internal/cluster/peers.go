@@ -1,0 +1,199 @@
+package cluster
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// peer is another live node.
+type peer struct {
+	name string
+	last time.Time // when its last heartbeat arrived
+}
+
+// beat is a heartbeat: a node is alive; or, with Bye, it has left, having
+// sent Finals[g64] chunks to each group.
+type beat struct {
+	Epoch  uint64            `json:"e"`
+	Node   string            `json:"n"`
+	Bye    bool              `json:"bye,omitempty"`
+	Finals map[string]uint64 `json:"finals,omitempty"`
+}
+
+// heartbeats runs until the node closes: it sends a heartbeat every
+// --cluster-heartbeat and declares lost the peers silent for
+// --cluster-peer-timeout, and this node's own members lost when the bus has
+// been gone that long.
+func (n *Node) heartbeats() {
+	defer n.wg.Done()
+	t := time.NewTicker(n.cfg.Heartbeat)
+	defer t.Stop()
+	for {
+		n.sendBeat()
+		select {
+		case <-n.closed:
+			return
+		case <-t.C:
+		}
+		n.checkPeers()
+		n.checkBusLost()
+	}
+}
+
+func (n *Node) sendBeat() {
+	if !n.connected.Load() {
+		return
+	}
+	b, _ := json.Marshal(beat{Epoch: n.epoch.Load(), Node: n.cfg.Node})
+	if err := n.nc.Publish(n.prefix+"hb", b); err == nil {
+		n.heartbeat.Store(true)
+	}
+}
+
+// sendBye tells the others this node is leaving, with the last sequence
+// number it sent to each group.
+func (n *Node) sendBye() {
+	n.mu.Lock()
+	finals := make(map[string]uint64, len(n.out))
+	for _, og := range n.out {
+		if s := og.sent(); s > 0 {
+			finals[og.g64] = s
+		}
+	}
+	n.mu.Unlock()
+	b, _ := json.Marshal(beat{Epoch: n.epoch.Load(), Node: n.cfg.Node, Bye: true, Finals: finals})
+	_ = n.nc.Publish(n.prefix+"hb", b)
+}
+
+func (n *Node) onHeartbeat(msg *natsMsg) {
+	var hb beat
+	if json.Unmarshal(msg.Data, &hb) != nil || hb.Epoch == 0 || hb.Epoch == n.epoch.Load() {
+		return
+	}
+	now := time.Now()
+	n.mu.Lock()
+	if _, dead := n.dead[hb.Epoch]; dead {
+		n.mu.Unlock()
+		if !hb.Bye {
+			// It was declared lost (frozen, or cut off) and is back: it
+			// must start over as a new node, its members closed.
+			_ = n.nc.Publish(n.nodeSubject(hb.Epoch), []byte{nodeFenced})
+		}
+		return
+	}
+	if hb.Bye {
+		delete(n.peers, hb.Epoch)
+		n.mu.Unlock()
+		n.log.Info().Str("peer", hb.Node).Msg("cluster: peer left")
+		n.wg.Add(1)
+		go n.peerLeft(hb)
+		return
+	}
+	p := n.peers[hb.Epoch]
+	if p == nil {
+		p = &peer{name: hb.Node}
+		n.peers[hb.Epoch] = p
+		n.log.Info().Str("peer", hb.Node).Str("epoch", epochHex(hb.Epoch)).Msg("cluster: peer joined")
+	}
+	p.last = now
+	n.mu.Unlock()
+}
+
+// checkPeers declares lost every peer silent for the peer timeout (unless
+// this node is the one cut off: then nobody's heartbeats arrive).
+func (n *Node) checkPeers() {
+	if !n.connected.Load() {
+		return
+	}
+	now := time.Now()
+	var lost []uint64
+	n.mu.Lock()
+	for e, p := range n.peers {
+		if now.Sub(p.last) > n.cfg.PeerTimeout {
+			lost = append(lost, e)
+		}
+	}
+	for e, at := range n.dead {
+		if now.Sub(at) > 10*time.Minute {
+			delete(n.dead, e)
+		}
+	}
+	n.mu.Unlock()
+	for _, e := range lost {
+		n.peerLost(e)
+	}
+}
+
+// peerLost ends everything from a node that went silent: its members may
+// have sent messages this node never got, so this node's members of every
+// group it shared are closed with 4004 (those part-way through one of its
+// messages may see 4002 first); its registry entries are purged.
+func (n *Node) peerLost(e uint64) {
+	n.mu.Lock()
+	p := n.peers[e]
+	delete(n.peers, e)
+	n.dead[e] = time.Now()
+	groups, keys := n.forgetEpochLocked(e)
+	ins := n.takeInLocked(func(k inKey) bool { return k.epoch == e })
+	n.mu.Unlock()
+	name := "?"
+	if p != nil {
+		name = p.name
+	}
+	n.log.Warn().Str("peer", name).Str("epoch", epochHex(e)).Int("groups", len(groups)).Msg("cluster: peer lost")
+	for _, ig := range ins {
+		ig.reset()
+		groups[ig.group] = struct{}{}
+	}
+	for g := range groups {
+		n.closeGroupLocal(g, statusMissed, reasonMissed, "peer_lost")
+	}
+	n.purge(keys)
+}
+
+// peerLeft checks a peer's goodbye: once this node has had time to dispatch
+// what it sent before it, every group whose last chunk from it did not
+// arrive is a loss (4004); the others end cleanly.
+func (n *Node) peerLeft(hb beat) {
+	defer n.wg.Done()
+	select {
+	case <-n.closed:
+		return
+	case <-time.After(n.cfg.PeerTimeout):
+	}
+	n.mu.Lock()
+	n.dead[hb.Epoch] = time.Now()
+	groups, keys := n.forgetEpochLocked(hb.Epoch)
+	ins := n.takeInLocked(func(k inKey) bool { return k.epoch == hb.Epoch })
+	n.mu.Unlock()
+	_ = groups // its members left before it did: nothing was in flight
+	for _, ig := range ins {
+		got := ig.received()
+		ig.reset()
+		if got < hb.Finals[ig.g64] {
+			n.closeGroupLocal(ig.group, statusMissed, reasonMissed, "peer_lost")
+		}
+	}
+	n.purge(keys)
+}
+
+// fenced: the others declared this node lost while it was frozen or cut
+// off, and ignore its epoch. It closes every member (they may have missed
+// messages) and starts over under a new epoch.
+func (n *Node) fenced() {
+	old := n.epoch.Load()
+	n.mu.Lock()
+	ins := n.takeInLocked(func(inKey) bool { return true })
+	n.out = map[string]*outGroup{}
+	n.mu.Unlock()
+	for _, ig := range ins {
+		ig.reset()
+	}
+	n.met.loss("fenced")
+	n.log.Warn().Str("epoch", epochHex(old)).Msg("cluster: declared lost by the others; closing every member and starting over")
+	n.local.CloseAll(statusMissed, reasonMissed)
+	n.epoch.Store(newEpoch())
+	if err := n.subscribeNode(); err != nil {
+		n.log.Error().Err(err).Msg("cluster: resubscribe after fencing")
+	}
+}
