@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -26,8 +23,8 @@ import (
 const (
 	clusterNodes = 3
 	clusterName  = "proxybench"
-	// clusterReady bounds how long the nodes may take to agree on who is a
-	// member of what after every client has connected.
+	// clusterReady bounds how long the nodes may take to hear from each
+	// other once each is ready.
 	clusterReady = 10 * time.Second
 )
 
@@ -36,25 +33,21 @@ const (
 type cluster struct {
 	nats  *server
 	nodes []*server
-	log   io.Writer
 
 	// snaps are the per-process CPU times (procs order) of every cpu()
 	// call, so that a window's sum can be broken down by process.
 	snaps [][]time.Duration
-	// unsettled, if set, says how membership had not converged on every
-	// node when waitConnections gave up waiting for it.
-	unsettled string
 }
 
 // startCluster starts the bus and n nodes, each ready (/readyz 200) before
-// the next starts. On error nothing is left running, and the error carries
+// the next starts, and waits until every node hears from every other. On error nothing is left running, and the error carries
 // the end of the failing process's log.
-func startCluster(b *binaries, logDir string, n int, log io.Writer) (*cluster, error) {
+func startCluster(b *binaries, logDir string, n int) (*cluster, error) {
 	bus, err := startNATSBus(b, logDir)
 	if err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
-	c := &cluster{nats: bus, log: log}
+	c := &cluster{nats: bus}
 	for i := range n {
 		name := "n" + strconv.Itoa(i+1)
 		srv, err := startNamedProxy(b, logDir, "wsproxy-"+name,
@@ -65,6 +58,10 @@ func startCluster(b *binaries, logDir string, n int, log io.Writer) (*cluster, e
 		}
 		srv.name = name
 		c.nodes = append(c.nodes, srv)
+	}
+	if err := c.waitPeers(); err != nil {
+		c.stop()
+		return nil, err
 	}
 	return c, nil
 }
@@ -147,82 +144,49 @@ func (c *cluster) mem() []memStatus {
 }
 
 // waitConnections waits until the nodes together hold n connections (each
-// node's wsproxy_connections counts its own clients), failing after
-// timeout; then until every node's GET /api/groups counts n members over
-// all groups (the cluster-wide view), for at most clusterReady. The second
-// wait only warns when it runs out: the workload then shows whether
-// messages still reach every member.
+// node's wsproxy_connections counts its own clients).
 func (c *cluster) waitConnections(n int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
-	var got float64
-	var err error
 	for {
-		got, err = 0, nil
+		var got float64
+		var err error
 		for _, node := range c.nodes {
 			v, e := proxyMetric(node, "wsproxy_connections")
 			got += v
 			err = errors.Join(err, e)
 		}
 		if err == nil && int(got) == n {
-			break
+			return nil
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("cluster: nodes hold %v connections after %v, want %d (err %v)", got, timeout, n, err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	c.unsettled = ""
-	deadline = time.Now().Add(clusterReady)
+}
+
+// waitPeers waits until every node hears from every other
+// (wsproxy_bus_peers), failing after clusterReady.
+func (c *cluster) waitPeers() error {
+	deadline := time.Now().Add(clusterReady)
 	for {
 		var seen []string
-		settled := true
+		formed := true
 		for _, node := range c.nodes {
-			m, err := apiMembers(node)
-			if err != nil || m != n {
-				settled = false
+			v, err := proxyMetric(node, "wsproxy_bus_peers")
+			if err != nil || int(v) != len(c.nodes)-1 {
+				formed = false
 			}
-			if err != nil {
-				seen = append(seen, fmt.Sprintf("%s: %v", node.name, err))
-			} else {
-				seen = append(seen, fmt.Sprintf("%s counts %d", node.name, m))
-			}
+			seen = append(seen, fmt.Sprintf("%s: %v peers (err %v)", node.name, v, err))
 		}
-		if settled {
+		if formed {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			c.unsettled = fmt.Sprintf("after %v, want %d members: %s", clusterReady, n, strings.Join(seen, "; "))
-			logf(c.log, "warning: cluster membership not settled %s; running anyway", c.unsettled)
-			return nil
+			return fmt.Errorf("cluster not formed after %v, want %d peers each: %s", clusterReady, len(c.nodes)-1, strings.Join(seen, "; "))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// apiMembers is the number of members GET /api/groups of node counts over
-// every group.
-func apiMembers(node *server) (int, error) {
-	resp, err := http.Get(node.monitor + "/api/groups")
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("GET /api/groups: %s", resp.Status)
-	}
-	var body struct {
-		Groups []struct {
-			Members int `json:"members"`
-		} `json:"groups"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return 0, err
-	}
-	var sum int
-	for _, g := range body.Groups {
-		sum += g.Members
-	}
-	return sum, nil
 }
 
 // clusterSystem connects the members of the fan-out workloads to the nodes of
@@ -311,7 +275,6 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		fanGroups, fanMembers, fanWindow, p.fanMeasure, p.fanWarmup, clusterNodes, clusterNodes, clusterNodes)
 	fmt.Fprintf(out, "| size | setup | deliveries/s (wall) | server CPU s | CPU s by process | deliveries per server CPU-s | vs one node | received / expected | gaps | ended early | NATS slow consumers |\n")
 	fmt.Fprintf(out, "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |\n")
-	var notes []string
 	for _, size := range fanSizes {
 		cfg := fanoutConfig{groups: fanGroups, members: fanMembers, size: size,
 			warmup: p.fanWarmup, measure: p.fanMeasure, window: fanWindow}
@@ -330,7 +293,7 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 			count(one.perSec()), one.cpu.Seconds(), count(one.perCPU()), one.receivedTotal, one.expectedTotal, one.gaps)
 
 		logf(b.log, "cluster fan-out: %d nodes, %d B", clusterNodes, size)
-		c, err := startCluster(b.bins, b.bins.dir, clusterNodes, b.log)
+		c, err := startCluster(b.bins, b.bins.dir, clusterNodes)
 		if err != nil {
 			return err
 		}
@@ -340,13 +303,9 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		cancel()
 		slow, _ := natsVarz(c.nats, "slow_consumers")
 		breakdown := c.cpuBreakdown()
-		unsettled := c.unsettled
 		c.stop()
 		if err != nil {
 			return fmt.Errorf("%d nodes: %w (members ended early: %s)", clusterNodes, err, ends)
-		}
-		if unsettled != "" {
-			notes = append(notes, fmt.Sprintf("%s: membership not settled before the run: %s.", sizeName(int64(size)), unsettled))
 		}
 		fmt.Fprintf(out, "| %s | %d nodes + NATS | %s | %.2f | %s | %s | %s | %d / %d | %d | %s | %.0f |\n", sizeName(int64(size)),
 			clusterNodes, count(r.perSec()), r.cpu.Seconds(), breakdown, count(r.perCPU()), ratio(r.perCPU(), one.perCPU()),
@@ -355,9 +314,6 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		b.judge("cluster fan-out "+sizeName(int64(size)), "deliveries per CPU-s of all server processes >= 0.5 x one node; none lost", ok,
 			"%s vs %s (%s); %d / %d received, %d gaps, %s ended early", count(r.perCPU()), count(one.perCPU()),
 			ratio(r.perCPU(), one.perCPU()), r.receivedTotal, r.expectedTotal, r.gaps, ends)
-	}
-	for _, n := range notes {
-		fmt.Fprintf(out, "\n%s\n", n)
 	}
 	return nil
 }
@@ -391,7 +347,7 @@ func (b *bench) clusterBlob(out *strings.Builder) error {
 			mib(one.before.RSS), mib(one.after.HWM))
 
 		logf(b.log, "cluster blob: %d nodes, %s", clusterNodes, desc)
-		c, err := startCluster(b.bins, b.bins.dir, clusterNodes, b.log)
+		c, err := startCluster(b.bins, b.bins.dir, clusterNodes)
 		if err != nil {
 			return err
 		}
