@@ -299,6 +299,7 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		}
 		sendCtx, cancel := context.WithTimeout(b.ctx, p.fanWarmup+p.fanMeasure+time.Minute)
 		ends := &endLog{}
+		cfg.profile = b.profilePath(fmt.Sprintf("cluster-fanout-n1-%d.pprof", size))
 		r, err := runFanout(b.ctx, "cluster", clusterSystem{c: c, sendCtx: sendCtx, ends: ends}, c, cfg)
 		cancel()
 		slow, _ := natsVarz(c.nats, "slow_consumers")

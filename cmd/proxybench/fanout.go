@@ -85,6 +85,18 @@ type meter interface {
 	waitConnections(n int, timeout time.Duration) error
 }
 
+// profiled is the process of srv whose CPU a fan-out profile records: the
+// server, or a cluster's first node.
+func profiled(srv meter) *server {
+	switch s := srv.(type) {
+	case *server:
+		return s
+	case *cluster:
+		return s.nodes[0]
+	}
+	return nil
+}
+
 // runFanout runs cfg against sys (served by srv).
 func runFanout(ctx context.Context, sysName string, sys system, srv meter, cfg fanoutConfig) (fanoutResult, error) {
 	res := fanoutResult{system: sysName, size: cfg.size}
@@ -223,7 +235,7 @@ func runFanout(ctx context.Context, sysName string, sys system, srv meter, cfg f
 	d0, s0, c0, g0, t0 := count(), sentTotal.Load(), srv.cpu(), selfCPU(), time.Now()
 	measuring.Store(true)
 	var prof <-chan error
-	if s, ok := srv.(*server); ok && cfg.profile != "" && s.pprof != "" {
+	if s := profiled(srv); s != nil && cfg.profile != "" && s.pprof != "" {
 		prof = profileCPU(s, cfg.measure, cfg.profile)
 	}
 	sleepCtx(ctx, cfg.measure)
