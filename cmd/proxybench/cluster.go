@@ -271,10 +271,12 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		"window %d, %v after %v of warm-up) on one proxy, then with each group's members spread over %d proxy nodes "+
 		"sharing one nats-server (JetStream, memory store): member m<i> of group g<k> on node (i + k) mod %d, so every "+
 		"group has members on every node and the senders take turns by node. Server CPU is that of every server process: "+
-		"the one proxy, or the %d nodes and NATS. Ended early: members whose connection the server closed during the run.\n\n",
+		"the one proxy, or the %d nodes and NATS. Ended early: members whose connection the server closed during the run. NATS messages per client message: "+
+		"the bus server's in_msgs and out_msgs (/varz, whole run: data chunks, credits, heartbeats, registry) over the messages "+
+		"the senders sent.\n\n",
 		fanGroups, fanMembers, fanWindow, p.fanMeasure, p.fanWarmup, clusterNodes, clusterNodes, clusterNodes)
-	fmt.Fprintf(out, "| size | setup | deliveries/s (wall) | server CPU s | CPU s by process | deliveries per server CPU-s | vs one node | received / expected | gaps | ended early | NATS slow consumers |\n")
-	fmt.Fprintf(out, "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: |\n")
+	fmt.Fprintf(out, "| size | setup | deliveries/s (wall) | server CPU s | CPU s by process | deliveries per server CPU-s | vs one node | received / expected | gaps | ended early | NATS msgs in / out per client message | NATS slow consumers |\n")
+	fmt.Fprintf(out, "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |\n")
 	for _, size := range fanSizes {
 		cfg := fanoutConfig{groups: fanGroups, members: fanMembers, size: size,
 			warmup: p.fanWarmup, measure: p.fanMeasure, window: fanWindow}
@@ -289,7 +291,7 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		if err != nil {
 			return fmt.Errorf("one node: %w", err)
 		}
-		fmt.Fprintf(out, "| %s | one node | %s | %.2f | - | %s | 1.00x | %d / %d | %d | - | - |\n", sizeName(int64(size)),
+		fmt.Fprintf(out, "| %s | one node | %s | %.2f | - | %s | 1.00x | %d / %d | %d | - | - | - |\n", sizeName(int64(size)),
 			count(one.perSec()), one.cpu.Seconds(), count(one.perCPU()), one.receivedTotal, one.expectedTotal, one.gaps)
 
 		logf(b.log, "cluster fan-out: %d nodes, %d B", clusterNodes, size)
@@ -303,14 +305,16 @@ func (b *bench) clusterFanout(out *strings.Builder) error {
 		r, err := runFanout(b.ctx, "cluster", clusterSystem{c: c, sendCtx: sendCtx, ends: ends}, c, cfg)
 		cancel()
 		slow, _ := natsVarz(c.nats, "slow_consumers")
+		natsIn, _ := natsVarz(c.nats, "in_msgs")
+		natsOut, _ := natsVarz(c.nats, "out_msgs")
 		breakdown := c.cpuBreakdown()
 		c.stop()
 		if err != nil {
 			return fmt.Errorf("%d nodes: %w (members ended early: %s)", clusterNodes, err, ends)
 		}
-		fmt.Fprintf(out, "| %s | %d nodes + NATS | %s | %.2f | %s | %s | %s | %d / %d | %d | %s | %.0f |\n", sizeName(int64(size)),
+		fmt.Fprintf(out, "| %s | %d nodes + NATS | %s | %.2f | %s | %s | %s | %d / %d | %d | %s | %.2f / %.2f | %.0f |\n", sizeName(int64(size)),
 			clusterNodes, count(r.perSec()), r.cpu.Seconds(), breakdown, count(r.perCPU()), ratio(r.perCPU(), one.perCPU()),
-			r.receivedTotal, r.expectedTotal, r.gaps, ends, slow)
+			r.receivedTotal, r.expectedTotal, r.gaps, ends, natsIn/float64(max(1, r.sentTotal)), natsOut/float64(max(1, r.sentTotal)), slow)
 		ok := r.perCPU() >= 0.5*one.perCPU() && r.gaps == 0 && r.receivedTotal == r.expectedTotal && ends.count() == 0
 		b.judge("cluster fan-out "+sizeName(int64(size)), "deliveries per CPU-s of all server processes >= 0.5 x one node; none lost", ok,
 			"%s vs %s (%s); %d / %d received, %d gaps, %s ended early", count(r.perCPU()), count(one.perCPU()),
