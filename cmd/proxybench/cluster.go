@@ -330,7 +330,7 @@ func (b *bench) clusterBlob(out *strings.Builder) error {
 		"(default --bus-chunk-bytes and --bus-window-bytes; NATS max_payload 1 MiB). End to end: message size / time from "+
 		"the first write to the last receiver holding (and having checked) every byte. Peak RSS is each process's "+
 		"VmHWM after the message; every process is fresh for each message.\n\n", clusterNodes)
-	fmt.Fprintf(out, "| message | setup | end to end | vs one node | server CPU s | RSS before | peak RSS (VmHWM) |\n| --- | --- | ---: | ---: | ---: | --- | --- |\n")
+	fmt.Fprintf(out, "| message | setup | end to end | vs one node | server CPU s | CPU s by process | RSS before | peak RSS (VmHWM) |\n| --- | --- | ---: | ---: | ---: | --- | --- | --- |\n")
 	hwms := map[string][]int64{} // process -> VmHWM per message size
 	var names []string
 	var blob []byte
@@ -348,7 +348,7 @@ func (b *bench) clusterBlob(out *strings.Builder) error {
 			return fmt.Errorf("one node %s: %w", desc, err)
 		}
 		oneRate := float64(size) / one.wall.Seconds()
-		fmt.Fprintf(out, "| %s | one node | %s/s | 1.00x | %.2f | %s | %s |\n", desc, mib(int64(oneRate)), one.cpu.Seconds(),
+		fmt.Fprintf(out, "| %s | one node | %s/s | 1.00x | %.2f | - | %s | %s |\n", desc, mib(int64(oneRate)), one.cpu.Seconds(),
 			mib(one.before.RSS), mib(one.after.HWM))
 
 		logf(b.log, "cluster blob: %d nodes, %s", clusterNodes, desc)
@@ -357,6 +357,7 @@ func (b *bench) clusterBlob(out *strings.Builder) error {
 			return err
 		}
 		wall, cpu, before, after, err := clusterBlobRun(b.ctx, c, msg)
+		breakdown := c.cpuBreakdown()
 		c.stop()
 		if err != nil {
 			return fmt.Errorf("%d nodes %s: %w", clusterNodes, desc, err)
@@ -373,8 +374,8 @@ func (b *bench) clusterBlob(out *strings.Builder) error {
 			hwms[name] = append(hwms[name], after[i].HWM)
 			worst = max(worst, after[i].HWM)
 		}
-		fmt.Fprintf(out, "| %s | n1 -> n2, n3 | %s/s | %s | %.2f | %s | %s |\n", desc, mib(int64(rate)), ratio(rate, oneRate),
-			cpu.Seconds(), strings.Join(rssBefore, ", "), strings.Join(rssPeak, ", "))
+		fmt.Fprintf(out, "| %s | n1 -> n2, n3 | %s/s | %s | %.2f | %s | %s | %s |\n", desc, mib(int64(rate)), ratio(rate, oneRate),
+			cpu.Seconds(), breakdown, strings.Join(rssBefore, ", "), strings.Join(rssPeak, ", "))
 		b.judge("cluster blob "+desc, "across nodes >= 0.5 x one node's rate", rate >= 0.5*oneRate,
 			"%s/s vs %s/s (%s); largest VmHWM %s", mib(int64(rate)), mib(int64(oneRate)), ratio(rate, oneRate), mib(worst))
 	}
