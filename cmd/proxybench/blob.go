@@ -79,7 +79,7 @@ func receiveBlob(ctx context.Context, c *websocket.Conn, blob []byte) error {
 			break
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("after %d of %d bytes: %w", off, len(blob), err)
 		}
 	}
 	if off != len(blob) {
@@ -99,43 +99,59 @@ func runBlobProxy(ctx context.Context, b *binaries, logDir string, blob []byte, 
 	defer srv.stop()
 	time.Sleep(200 * time.Millisecond)
 	res.before = srv.mem()
+	urls := make([]string, receivers+1)
+	for i := range urls {
+		urls[i] = wsproxyURL(srv.addr, "blob", "m"+strconv.Itoa(i))
+	}
+	res.wall, res.cpu, err = relayBlob(ctx, srv, urls, blob, frag)
+	res.after = srv.mem()
+	return res, err
+}
+
+// relayBlob connects one member at each of urls (members of one group), waits
+// for srv to hold them all, then sends blob from the first to the others. It
+// returns the time from the first write to the last receiver having checked
+// every byte, and srv's CPU time over it.
+func relayBlob(ctx context.Context, srv meter, urls []string, blob []byte, frag int) (wall, cpu time.Duration, err error) {
 	var conns []*websocket.Conn
 	defer func() {
 		for _, c := range conns {
 			_ = c.CloseNow()
 		}
 	}()
-	for i := 0; i <= receivers; i++ {
-		c, _, err := websocket.Dial(ctx, wsproxyURL(srv.addr, "blob", "m"+strconv.Itoa(i)), nil)
+	for _, u := range urls {
+		c, _, err := websocket.Dial(ctx, u, nil)
 		if err != nil {
-			return res, err
+			return 0, 0, err
 		}
 		c.SetReadLimit(-1)
 		conns = append(conns, c)
 	}
-	if err := waitConnections(srv, receivers+1, 10*time.Second); err != nil {
-		return res, err
+	if err := srv.waitConnections(len(urls), 10*time.Second); err != nil {
+		return 0, 0, err
 	}
-	errs := make(chan error, receivers+1)
+	errs := make(chan error, len(urls))
 	var wg sync.WaitGroup
 	c0, t0 := srv.cpu(), time.Now()
-	for _, c := range conns[1:] {
+	for i, c := range conns[1:] {
 		wg.Add(1)
-		go func() { defer wg.Done(); errs <- receiveBlob(ctx, c, blob) }()
+		go func() {
+			defer wg.Done()
+			if err := receiveBlob(ctx, c, blob); err != nil {
+				errs <- fmt.Errorf("receiver %d: %w", i+1, err)
+			}
+		}()
 	}
 	if err := sendBlob(ctx, conns[0], blob, frag); err != nil {
-		return res, fmt.Errorf("send: %w", err)
+		return 0, 0, fmt.Errorf("send: %w", err)
 	}
 	wg.Wait()
-	res.wall, res.cpu = time.Since(t0), srv.cpu()-c0
-	res.after = srv.mem()
+	wall, cpu = time.Since(t0), srv.cpu()-c0
 	close(errs)
 	for err := range errs {
-		if err != nil {
-			return res, err
-		}
+		return wall, cpu, err
 	}
-	return res, nil
+	return wall, cpu, nil
 }
 
 // runBlobDirect sends blob over `receivers` parallel connections straight to

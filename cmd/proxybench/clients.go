@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -58,23 +59,40 @@ func wsproxyURL(addr, group, id string) string {
 }
 
 type wsMember struct {
-	c    *websocket.Conn
-	done chan struct{}
+	c       *websocket.Conn
+	sendCtx context.Context
+	closing atomic.Bool // set by close, before the connection ends
+	done    chan struct{}
+}
+
+// ended reports err to onEnd unless the member's own close caused it.
+func (m *wsMember) ended(err error, onEnd func(error)) {
+	if onEnd != nil && !m.closing.Load() {
+		onEnd(err)
+	}
 }
 
 func (s wsproxySystem) join(ctx context.Context, group, id string, onMsg func([]byte)) (member, error) {
-	c, _, err := websocket.Dial(ctx, wsproxyURL(s.addr, group, id), nil)
+	return joinWS(ctx, wsproxyURL(s.addr, group, id), onMsg, context.Background(), nil)
+}
+
+// joinWS connects a member at url. Its sends run under sendCtx (whose end
+// closes the connection); onEnd, if set, is called with the read error if
+// the connection ends other than by the member's own close.
+func joinWS(ctx context.Context, url string, onMsg func([]byte), sendCtx context.Context, onEnd func(error)) (member, error) {
+	c, _, err := websocket.Dial(ctx, url, nil)
 	if err != nil {
 		return nil, err
 	}
 	c.SetReadLimit(-1)
-	m := &wsMember{c: c, done: make(chan struct{})}
+	m := &wsMember{c: c, sendCtx: sendCtx, done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		buf := make([]byte, 4<<10)
 		for {
 			_, r, err := c.Reader(context.Background())
 			if err != nil {
+				m.ended(err, onEnd)
 				return
 			}
 			n := 0
@@ -88,6 +106,7 @@ func (s wsproxySystem) join(ctx context.Context, group, id string, onMsg func([]
 					break
 				}
 				if err != nil {
+					m.ended(err, onEnd)
 					return
 				}
 			}
@@ -111,7 +130,7 @@ func (s wsproxySystem) watch(ctx context.Context, group string) (member, error) 
 		return nil, err
 	}
 	c.SetReadLimit(-1)
-	m := &wsMember{c: c, done: make(chan struct{})}
+	m := &wsMember{c: c, sendCtx: context.Background(), done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
 		for {
@@ -124,10 +143,11 @@ func (s wsproxySystem) watch(ctx context.Context, group string) (member, error) 
 }
 
 func (m *wsMember) send(p []byte) error {
-	return m.c.Write(context.Background(), websocket.MessageBinary, p)
+	return m.c.Write(m.sendCtx, websocket.MessageBinary, p)
 }
 
 func (m *wsMember) close() {
+	m.closing.Store(true)
 	_ = m.c.CloseNow()
 	<-m.done
 }

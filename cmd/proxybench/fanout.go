@@ -76,8 +76,29 @@ type fanReceiver struct {
 	lat   []int64 // owned by the member's read goroutine until the run ends
 }
 
+// meter is the server side of a workload: one process, or the several
+// processes of a cluster, whose CPU time is summed.
+type meter interface {
+	// cpu is the CPU time the server's processes have used so far.
+	cpu() time.Duration
+	// waitConnections waits until the server holds n client connections.
+	waitConnections(n int, timeout time.Duration) error
+}
+
+// profiled is the process of srv whose CPU a fan-out profile records: the
+// server, or a cluster's first node.
+func profiled(srv meter) *server {
+	switch s := srv.(type) {
+	case *server:
+		return s
+	case *cluster:
+		return s.nodes[0]
+	}
+	return nil
+}
+
 // runFanout runs cfg against sys (served by srv).
-func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg fanoutConfig) (fanoutResult, error) {
+func runFanout(ctx context.Context, sysName string, sys system, srv meter, cfg fanoutConfig) (fanoutResult, error) {
 	res := fanoutResult{system: sysName, size: cfg.size}
 	var measuring atomic.Bool
 	groups := make([]*fanGroup, cfg.groups)
@@ -137,7 +158,7 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 		members = append(members, m)
 		senders[gi] = m
 	}
-	if err := waitConnections(srv, cfg.groups*cfg.members, 10*time.Second); err != nil {
+	if err := srv.waitConnections(cfg.groups*cfg.members, 10*time.Second); err != nil {
 		return res, err
 	}
 
@@ -214,8 +235,8 @@ func runFanout(ctx context.Context, sysName string, sys system, srv *server, cfg
 	d0, s0, c0, g0, t0 := count(), sentTotal.Load(), srv.cpu(), selfCPU(), time.Now()
 	measuring.Store(true)
 	var prof <-chan error
-	if cfg.profile != "" && srv.pprof != "" {
-		prof = profileCPU(srv, cfg.measure, cfg.profile)
+	if s := profiled(srv); s != nil && cfg.profile != "" && s.pprof != "" {
+		prof = profileCPU(s, cfg.measure, cfg.profile)
 	}
 	sleepCtx(ctx, cfg.measure)
 	measuring.Store(false)

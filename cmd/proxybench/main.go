@@ -6,9 +6,14 @@
 // server's CPU alone), runs each workload against each, and prints one
 // markdown table per workload followed by the targets, met or not.
 //
+// The cluster workloads (cluster-fanout, cluster-blob) run three proxies as a
+// cluster over one nats-server with JetStream, next to the same workload on
+// one proxy.
+//
 //	go run ./cmd/proxybench            # full run, under ten minutes
 //	go run ./cmd/proxybench -quick     # smaller versions, under a minute
 //	go run ./cmd/proxybench -only fanout,blob
+//	go run ./cmd/proxybench -quick -only cluster-fanout,cluster-blob
 //
 // Load only ever targets 127.0.0.0/8 and every loop is bounded.
 package main
@@ -59,6 +64,7 @@ type params struct {
 	blobFanSize           int64   // 1->9
 	slowDur               time.Duration
 	benchtime             string
+	clusterBlobSizes      []int64 // 1->2 across nodes
 	// hostile: issue 9's memory scenarios.
 	hostileGroups, hostileHolders int
 	hostileDur                    time.Duration
@@ -75,6 +81,7 @@ func fullParams() params {
 		slowDur:       10 * time.Second,
 		benchtime:     "2s",
 		hostileGroups: 50, hostileHolders: 200, hostileDur: 15 * time.Second,
+		clusterBlobSizes: []int64{256 << 20, 1 << 30},
 	}
 }
 
@@ -90,10 +97,11 @@ func quickParams() params {
 		slowDur:       3 * time.Second,
 		benchtime:     "20000x",
 		hostileGroups: 50, hostileHolders: 200, hostileDur: 5 * time.Second,
+		clusterBlobSizes: []int64{64 << 20, 256 << 20},
 	}
 }
 
-var allWorkloads = []string{"fanout", "latency", "idle", "handshakes", "blob", "slow", "hostile", "micro"}
+var allWorkloads = []string{"fanout", "latency", "idle", "handshakes", "blob", "slow", "hostile", "micro", "cluster-fanout", "cluster-blob"}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("proxybench", flag.ContinueOnError)
@@ -172,6 +180,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		{"slow", b.slow},
 		{"hostile", b.hostile},
 		{"micro", b.micro},
+		{"cluster-fanout", b.clusterFanout},
+		{"cluster-blob", b.clusterBlob},
 	}
 	for _, st := range steps {
 		if !enabled(st.name) {
@@ -186,6 +196,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		logf(stderr, "workload %s", st.name)
 		t0 := time.Now()
 		if err := st.f(&out); err != nil {
+			// What was measured before the failure still counts.
+			fmt.Fprintf(&out, "\n**Workload %s failed; the run stopped here.**\n", st.name)
+			out.WriteString(b.targetsTable())
+			_, _ = io.WriteString(stdout, out.String())
 			return fmt.Errorf("%s: %w", st.name, err)
 		}
 		logf(stderr, "workload %s done in %v", st.name, time.Since(t0).Round(time.Second))

@@ -72,7 +72,8 @@ type server struct {
 	monitor string // base URL of an HTTP endpoint with counters, if any
 	pprof   string // base URL of the proxy's pprof listener, if enabled
 	stdin   io.WriteCloser
-	done    chan error
+	done    chan struct{} // closed when the process has exited
+	exitErr error         // cmd.Wait's error, once done is closed
 	logPath string
 }
 
@@ -89,6 +90,10 @@ func (s *server) cpu() time.Duration {
 func (s *server) mem() memStatus {
 	m, _ := readMem(s.pid())
 	return m
+}
+
+func (s *server) waitConnections(n int, timeout time.Duration) error {
+	return waitConnections(s, n, timeout)
 }
 
 // stop ends the server (SIGTERM, then SIGKILL after a grace period) and
@@ -131,9 +136,9 @@ func startCmd(name string, bin string, args []string, logDir string, env ...stri
 	if err := cmd.Start(); err != nil {
 		return nil, nil, err
 	}
-	s := &server{name: name, cmd: cmd, stdin: stdin, done: make(chan error, 1), logPath: logPath}
+	s := &server{name: name, cmd: cmd, stdin: stdin, done: make(chan struct{}), logPath: logPath}
 	go func() { _, _ = io.Copy(logf, errPipe) }()
-	go func() { s.done <- cmd.Wait(); logf.Close() }()
+	go func() { s.exitErr = cmd.Wait(); logf.Close(); close(s.done) }()
 	return s, bufio.NewReader(out), nil
 }
 
@@ -146,6 +151,12 @@ var proxyExtra []string
 // startProxy runs the built wsproxy on a free loopback port and waits for
 // /readyz.
 func startProxy(b *binaries, logDir string, extra ...string) (*server, error) {
+	return startNamedProxy(b, logDir, "wsproxy", extra...)
+}
+
+// startNamedProxy is startProxy for a proxy called name (its log is
+// name.log).
+func startNamedProxy(b *binaries, logDir, name string, extra ...string) (*server, error) {
 	port, err := freePort()
 	if err != nil {
 		return nil, err
@@ -163,7 +174,7 @@ func startProxy(b *binaries, logDir string, extra ...string) (*server, error) {
 		env = append(env, "WSPROXY_PPROF_ADDR=127.0.0.1:"+strconv.Itoa(pport))
 		pprofURL = "http://127.0.0.1:" + strconv.Itoa(pport)
 	}
-	s, out, err := startCmd("wsproxy", b.proxy, args, logDir, env...)
+	s, out, err := startCmd(name, b.proxy, args, logDir, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -195,6 +206,32 @@ func startNATS(b *binaries, logDir string, maxPayload int) (*server, error) {
 		return nil, err
 	}
 	s.addr = "127.0.0.1:" + strconv.Itoa(wsPort)
+	s.monitor = "http://127.0.0.1:" + strconv.Itoa(httpPort)
+	if err := waitLine(s, out, "ready"); err != nil {
+		s.stop()
+		return nil, err
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return s, waitTCP(s.addr)
+}
+
+// startNATSBus runs nats-server with JetStream (memory store) as the bus of a
+// wsproxy cluster: addr is its client port, monitor its /varz.
+func startNATSBus(b *binaries, logDir string) (*server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	httpPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-jetstream", "-port", strconv.Itoa(port), "-http-port", strconv.Itoa(httpPort)}
+	s, out, err := startCmd("nats-bus", b.nats, args, logDir)
+	if err != nil {
+		return nil, err
+	}
+	s.addr = "127.0.0.1:" + strconv.Itoa(port)
 	s.monitor = "http://127.0.0.1:" + strconv.Itoa(httpPort)
 	if err := waitLine(s, out, "ready"); err != nil {
 		s.stop()
@@ -280,8 +317,8 @@ func waitHTTP(s *server, url string) error {
 			}
 		}
 		select {
-		case err := <-s.done:
-			return fmt.Errorf("%s exited: %v (log: %s)", s.name, err, s.logPath)
+		case <-s.done:
+			return fmt.Errorf("%s exited: %v (log: %s)", s.name, s.exitErr, s.logPath)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
