@@ -405,16 +405,17 @@ func TestSlowRemoteReceiverDisconnect(t *testing.T) {
 // other nodes' members get everything.
 func TestSlowNodeCut(t *testing.T) {
 	ns := natstest.Start(t)
-	quick := nodeOpts{fwd: func(o *forward.Options) {
+	// n1 cuts a node that grants nothing for 5 s; n2's frozen member would
+	// be evicted only after 5 minutes, so the cut is what closes it.
+	n1 := startNode(t, ns, "n1", nodeOpts{fwd: func(o *forward.Options) {
 		o.SendQueueBytes = 1 << 20
-		o.WriteTimeout = 2 * time.Second
-	}}
-	n1 := startNode(t, ns, "n1", quick)
+		o.WriteTimeout = 5 * time.Second
+	}})
 	n2 := startNode(t, ns, "n2", nodeOpts{fwd: func(o *forward.Options) {
 		o.SendQueueBytes = 1 << 20
 		o.WriteTimeout = 5 * time.Minute
 	}})
-	n3 := startNode(t, ns, "n3", quick)
+	n3 := startNode(t, ns, "n3", nodeOpts{fwd: func(o *forward.Options) { o.SendQueueBytes = 1 << 20 }})
 	a := dial(t, n1, "a", "g")
 	gate := make(chan struct{})
 	dialGated(t, n2, "r", "g", gate)
