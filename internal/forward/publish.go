@@ -24,24 +24,48 @@ var (
 // queues and the slow-consumer policy exactly as a member's message does, and
 // is relayed as it is read when larger than --buffer-bytes. It returns the
 // number of receivers the message was queued for. Waits end when ctx does.
+//
+// With a Bus that is a Directory (a cluster), the group's members on other
+// nodes get it too, also when none is here, and member id may be on another
+// node; the count then adds the members the registry places on other nodes
+// (approximate: one that leaves meanwhile is counted, one that joins
+// meanwhile is not).
 func (s *Server) Publish(ctx context.Context, groupName, id string, typ websocket.MessageType, r io.Reader) (int, error) {
 	if s.Draining() {
 		return 0, ErrDraining
 	}
-	g := s.registry.Get(groupName)
-	if g == nil {
+	dir := s.directory()
+	remote := 0
+	if dir != nil {
+		remote = dir.RemoteMembers(groupName)
+	}
+	var to recipients
+	if g := s.registry.Get(groupName); g != nil {
+		to = groupRecipients(g)
+	} else if remote > 0 {
+		to = recipients{busGroups: []string{groupName}}
+	} else {
 		return 0, ErrNoGroup
 	}
-	to := groupRecipients(g)
 	if id != "" {
-		m := s.registry.Member(groupName, id)
-		if m == nil {
+		switch m := s.registry.Member(groupName, id); {
+		case m != nil:
+			to.members = []*session.Session{m}
+			to.busGroups = nil // here, so nowhere else
+			remote = 0
+		case dir != nil && dir.HasRemoteMember(groupName, id):
+			// Over the bus to the group, for that member only.
+			to = recipients{busGroups: []string{groupName}, target: id}
+			remote = 1
+		default:
 			return 0, ErrNoMember
 		}
-		to.members = []*session.Session{m}
-		to.busGroups = nil // here, so nowhere else
 	}
-	return s.publish(ctx, to, typ, r)
+	n, err := s.publish(ctx, to, typ, r)
+	if err != nil {
+		return n, err
+	}
+	return n + remote, nil
 }
 
 // Broadcast delivers one message, read from r, to every connection of every
