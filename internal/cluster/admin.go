@@ -14,6 +14,7 @@ import (
 
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/presence"
+	"github.com/wsproxy/wsproxy/internal/session"
 )
 
 // The cluster-wide admin API and presence (SPEC sections 8, 11, 12).
@@ -101,7 +102,7 @@ func (n *Node) onAdmin(msg *nats.Msg) {
 		n.answerSurvey(msg.Reply, me, req.Group)
 	case opKick:
 		rep := adminReply{Epoch: me}
-		if err := n.local.Kick(req.Group, req.ID); err != nil {
+		if !n.kick(req.Group, req.ID) {
 			rep.Err = forward.ErrNoMember.Error()
 		} else {
 			n.log.Info().Str("group", req.Group).Str("id", req.ID).Msg("cluster: member kicked at another node's request")
@@ -251,6 +252,23 @@ func (n *Node) Survey(ctx context.Context, group string) (members []forward.Memb
 	return members, missing
 }
 
+// kick closes this node's member id of group with 4003, also if it is
+// still joining (registered, not yet in the group here: it is closed as
+// soon as it joins). It reports whether there was such a member.
+func (n *Node) kick(group, id string) bool {
+	if n.local.Kick(group, id) == nil {
+		return true
+	}
+	n.mu.Lock()
+	c := n.claims[memberKey(group, id)]
+	n.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.c.Close(session.StatusKicked, "kicked")
+	return true
+}
+
 // ask sends req on the admin subject and gathers the answers of the nodes
 // it names until each has answered in full, or AdminTimeout (or ctx) ends.
 // A report comes only from a node that answered in full, each once.
@@ -313,6 +331,8 @@ func (n *Node) KickRemote(ctx context.Context, group, id string) error {
 	e, ok := gi.get(id)
 	n.mu.Unlock()
 	switch {
+	case ok && e.Epoch == me && n.kick(group, id):
+		return nil // joining here
 	case gi == nil:
 		return forward.ErrNoGroup
 	case !ok || e.Epoch == me:
