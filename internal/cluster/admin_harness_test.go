@@ -191,3 +191,12 @@ func waitJoined(t testing.TB, n *node, group, id string) {
 		return n.fwd.Registry().Member(group, id) != nil
 	})
 }
+
+// dialJoined is dial, returning once the member has joined on n: a message
+// sent to the group from then on reaches it.
+func dialJoined(t testing.TB, n *node, id, group string) *client {
+	t.Helper()
+	c := dial(t, n, id, group)
+	waitJoined(t, n, group, id)
+	return c
+}

@@ -17,17 +17,13 @@ import (
 func TestAdminListingsAcrossNodes(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	base := adminServer(t, nodes[0])
-	dial(t, nodes[0], "a", "g")
-	dial(t, nodes[1], "b", "g")
-	dial(t, nodes[2], "c", "g")
-	dial(t, nodes[1], "h2", "h") // a group with no member on n1
-	dial(t, nodes[2], "h3", "h")
+	dialJoined(t, nodes[0], "a", "g")
+	dialJoined(t, nodes[1], "b", "g")
+	dialJoined(t, nodes[2], "c", "g")
+	dialJoined(t, nodes[1], "h2", "h") // a group with no member on n1
+	dialJoined(t, nodes[2], "h3", "h")
 	waitMembers(t, "g", 3, nodes...)
 	waitMembers(t, "h", 2, nodes...)
-	waitJoined(t, nodes[1], "g", "b")
-	waitJoined(t, nodes[2], "g", "c")
-	waitJoined(t, nodes[1], "h", "h2")
-	waitJoined(t, nodes[2], "h", "h3")
 
 	var groups groupsReply
 	adminGet(t, base+"/api/groups", &groups)
@@ -86,11 +82,10 @@ func TestAdminPartialWhenNodeSilent(t *testing.T) {
 	// the test.
 	_, nodes := cluster3(t, nodeOpts{cluster: func(c *Config) { c.PeerTimeout = 2 * time.Minute }})
 	base := adminServer(t, nodes[0])
-	dial(t, nodes[0], "a", "g")
-	dial(t, nodes[1], "b", "g")
-	dial(t, nodes[2], "c", "g")
+	dialJoined(t, nodes[0], "a", "g")
+	dialJoined(t, nodes[1], "b", "g")
+	dialJoined(t, nodes[2], "c", "g")
 	waitMembers(t, "g", 3, nodes...)
-	waitJoined(t, nodes[1], "g", "b")
 
 	nodes[2].fault.Blackhole()
 	defer nodes[2].fault.Pass()
@@ -138,8 +133,8 @@ func TestAdminPartialWhenNodeSilent(t *testing.T) {
 func TestAdminPublishAcrossNodes(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	base := adminServer(t, nodes[0])
-	a, b, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g"), dial(t, nodes[2], "c", "g")
-	k2, k3 := dial(t, nodes[1], "k2", "k"), dial(t, nodes[2], "k3", "k")
+	a, b, c := dialJoined(t, nodes[0], "a", "g"), dialJoined(t, nodes[1], "b", "g"), dialJoined(t, nodes[2], "c", "g")
+	k2, k3 := dialJoined(t, nodes[1], "k2", "k"), dialJoined(t, nodes[2], "k3", "k")
 	waitMembers(t, "g", 3, nodes...)
 	waitMembers(t, "k", 2, nodes...)
 
@@ -187,7 +182,7 @@ func TestAdminPublishAcrossNodes(t *testing.T) {
 func TestAdminPublishToRemoteMember(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	base := adminServer(t, nodes[0])
-	a, b, b2, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g"), dial(t, nodes[1], "b2", "g"), dial(t, nodes[2], "c", "g")
+	a, b, b2, c := dialJoined(t, nodes[0], "a", "g"), dialJoined(t, nodes[1], "b", "g"), dialJoined(t, nodes[1], "b2", "g"), dialJoined(t, nodes[2], "c", "g")
 	waitMembers(t, "g", 4, nodes...)
 
 	status, reply, _ := adminCall(t, http.MethodPost, groupURL(base, "g")+"/members/b/messages", []byte("for b"))
@@ -220,8 +215,8 @@ func TestAdminPublishToRemoteMember(t *testing.T) {
 func TestAdminKickRemote(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	base := adminServer(t, nodes[0])
-	a, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[2], "c", "g")
-	c2 := dial(t, nodes[2], "c2", "g")
+	a, c := dialJoined(t, nodes[0], "a", "g"), dialJoined(t, nodes[2], "c", "g")
+	c2 := dialJoined(t, nodes[2], "c2", "g")
 	waitMembers(t, "g", 3, nodes...)
 
 	if status, body, _ := adminCall(t, http.MethodDelete, groupURL(base, "g")+"/members/c", nil); status != http.StatusNoContent {
@@ -252,7 +247,7 @@ func TestAdminKickRemote(t *testing.T) {
 func TestPresenceAcrossNodes(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	base := adminServer(t, nodes[0])
-	y := dial(t, nodes[2], "y", "g")
+	y := dialJoined(t, nodes[2], "y", "g")
 	waitMembers(t, "g", 1, nodes...)
 
 	w := watch(t, base, "g")
@@ -260,7 +255,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	if snap.Type != "snapshot" || len(snap.Members) != 1 || snap.Members[0].ID != "y" {
 		t.Fatalf("first event %+v, want a snapshot with y (on n3)", snap)
 	}
-	x := dial(t, nodes[1], "x", "g")
+	x := dialJoined(t, nodes[1], "x", "g")
 	if ev := w.next(20 * time.Second); ev.Type != "join" || ev.ID != "x" || ev.Replaced || ev.Seq != snap.Seq+1 {
 		t.Fatalf("after x joined on n2: %+v, want its join", ev)
 	}
@@ -270,12 +265,12 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	}
 
 	// z joins here, then again on n2: the one on n1 is replaced (4001).
-	z1 := dial(t, nodes[0], "z", "g")
+	z1 := dialJoined(t, nodes[0], "z", "g")
 	if ev := w.next(20 * time.Second); ev.Type != "join" || ev.ID != "z" || ev.Replaced {
 		t.Fatalf("after z joined on n1: %+v, want its join", ev)
 	}
 	waitMembers(t, "g", 2, nodes...)
-	dial(t, nodes[1], "z", "g")
+	dialJoined(t, nodes[1], "z", "g")
 	if ev := w.next(20 * time.Second); ev.Type != "join" || ev.ID != "z" || !ev.Replaced {
 		t.Fatalf("after z joined on n2: %+v, want a join with replaced:true", ev)
 	}
