@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/wsproxy/wsproxy/internal/presence"
 )
 
 // TestAdminListingsAcrossNodes: with members on three nodes, any node's API
@@ -48,7 +50,7 @@ func TestAdminListingsAcrossNodes(t *testing.T) {
 			t.Errorf("GET /api/groups/%s: %v, want %v", group, got, want)
 		}
 		if g.Partial == nil || *g.Partial || len(g.MissingNodes) != 0 {
-			t.Errorf("GET /api/groups/%s: partial %v, missing %v; want false, none", group, g.Partial, g.MissingNodes)
+			t.Errorf("GET /api/groups/%s: partial %v, missing %v; want false, none", group, show(g.Partial), g.MissingNodes)
 		}
 	}
 
@@ -65,7 +67,7 @@ func TestAdminListingsAcrossNodes(t *testing.T) {
 		t.Errorf("GET /api/connections: %v, want %v", got, want)
 	}
 	if conns.Partial == nil || *conns.Partial {
-		t.Errorf("GET /api/connections: partial %v, want false", conns.Partial)
+		t.Errorf("GET /api/connections: partial %v, want false", show(conns.Partial))
 	}
 
 	if status, _, _ := adminCall(t, http.MethodGet, groupURL(base, "nobody"), nil); status != http.StatusNotFound {
@@ -96,7 +98,7 @@ func TestAdminPartialWhenNodeSilent(t *testing.T) {
 		t.Errorf("GET /api/groups/g took %v with a silent node", took)
 	}
 	if g.Partial == nil || !*g.Partial || !slices.Equal(g.MissingNodes, []string{"n3"}) {
-		t.Errorf("partial %v, missing_nodes %v; want true, [n3]", g.Partial, g.MissingNodes)
+		t.Errorf("partial %v, missing_nodes %v; want true, [n3]", show(g.Partial), g.MissingNodes)
 	}
 	known := map[string]bool{}
 	for _, m := range g.Members {
@@ -112,7 +114,7 @@ func TestAdminPartialWhenNodeSilent(t *testing.T) {
 		t.Errorf("GET /api/connections took %v with a silent node", took)
 	}
 	if conns.Partial == nil || !*conns.Partial || !slices.Equal(conns.MissingNodes, []string{"n3"}) {
-		t.Errorf("connections: partial %v, missing_nodes %v; want true, [n3]", conns.Partial, conns.MissingNodes)
+		t.Errorf("connections: partial %v, missing_nodes %v; want true, [n3]", show(conns.Partial), conns.MissingNodes)
 	}
 	for _, c := range conns.Connections {
 		if (c.Node == "n3") != (c.Remote == nil) {
@@ -260,8 +262,9 @@ func TestPresenceAcrossNodes(t *testing.T) {
 		t.Fatalf("after x joined on n2: %+v, want its join", ev)
 	}
 	x.conn.Close(websocket.StatusNormalClosure, "")
-	if ev := w.next(20 * time.Second); ev.Type != "leave" || ev.ID != "x" || ev.Seq != snap.Seq+2 {
-		t.Fatalf("after x left n2: %+v, want its leave", ev)
+	if ev := w.next(20 * time.Second); ev.Type != "leave" || ev.ID != "x" || ev.Seq != snap.Seq+2 ||
+		ev.Code != 0 || ev.Reason != presence.RemoteLeaveReason {
+		t.Fatalf("after x left n2: %+v, want its leave (code 0, %q)", ev, presence.RemoteLeaveReason)
 	}
 
 	// z joins here, then again on n2: the one on n1 is replaced (4001).
@@ -277,9 +280,30 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	if code := z1.waitClosed(20 * time.Second); code != statusReplaced {
 		t.Fatalf("z on n1 closed with %d, want 4001", code)
 	}
-	// Nothing more about z: y leaves, and that is the next event.
+	// v joins on n2, then here: one join with replaced:true, no leave.
+	v2 := dialJoined(t, nodes[1], "v", "g")
+	if ev := w.next(20 * time.Second); ev.Type != "join" || ev.ID != "v" || ev.Replaced {
+		t.Fatalf("after v joined on n2: %+v, want its join", ev)
+	}
+	waitMembers(t, "g", 3, nodes...)
+	dialJoined(t, nodes[0], "v", "g")
+	if ev := w.next(20 * time.Second); ev.Type != "join" || ev.ID != "v" || !ev.Replaced {
+		t.Fatalf("after v joined on n1: %+v, want a join with replaced:true", ev)
+	}
+	if code := v2.waitClosed(20 * time.Second); code != statusReplaced {
+		t.Fatalf("v on n2 closed with %d, want 4001", code)
+	}
+	// Nothing more about z or v: y leaves, and that is the next event.
 	y.conn.CloseNow()
 	if ev := w.next(20 * time.Second); ev.Type != "leave" || ev.ID != "y" {
 		t.Fatalf("after y was cut on n3: %+v, want y's leave (and nothing about z)", ev)
 	}
+}
+
+// show is a JSON boolean as read: true, false or null.
+func show(b *bool) string {
+	if b == nil {
+		return "null"
+	}
+	return fmt.Sprint(*b)
 }
