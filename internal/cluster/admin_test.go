@@ -131,7 +131,7 @@ func TestAdminPartialWhenNodeSilent(t *testing.T) {
 // TestAdminPublishAcrossNodes: a message posted to n1's API reaches the
 // group's members on every node, also in a group with no member on n1, and
 // also when it is large enough to be streamed; the count includes the
-// other nodes' members.
+// other nodes' members. A broadcast reaches every member of every node.
 func TestAdminPublishAcrossNodes(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	base := adminServer(t, nodes[0])
@@ -174,6 +174,23 @@ func TestAdminPublishAcrossNodes(t *testing.T) {
 	}
 	if status, _, _ := adminCall(t, http.MethodPost, groupURL(base, "nobody")+"/messages", small); status != http.StatusNotFound {
 		t.Errorf("POST to a group no node has: %d, want 404", status)
+	}
+
+	// A broadcast reaches every connection of every node.
+	status, reply, _ := adminCall(t, http.MethodPost, base+"/api/connections/broadcast", []byte("to all"))
+	var r struct{ Receivers int }
+	if status != http.StatusAccepted || json.Unmarshal(reply, &r) != nil || r.Receivers != 5 {
+		t.Fatalf("broadcast: %d %s, want 202 with 5 receivers", status, reply)
+	}
+	for _, cl := range []*client{a, b, c, k2, k3} {
+		want := 2
+		if cl == k2 || cl == k3 {
+			want = 3
+		}
+		cl.waitCount(want, 20*time.Second)
+		if m := cl.received(); string(m[want-1].data) != "to all" {
+			t.Errorf("%s: last message %d bytes, want the broadcast", cl.id, len(m[want-1].data))
+		}
 	}
 }
 

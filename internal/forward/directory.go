@@ -8,15 +8,18 @@ import (
 
 // Directory is what a Bus may also know: which members the other nodes hold
 // (package cluster's member registry). A Server whose Bus is a Directory
-// lets the admin API publish to a group that has no member here, and to one
-// member on another node (Publish); without one, Publish reaches this
-// node's members only.
+// lets the admin API publish to a group that has no member here, to one
+// member on another node (Publish), and to every member of every node
+// (Broadcast); without one, they reach this node's members only.
 type Directory interface {
 	// RemoteMembers is the number of members of groupName on other nodes.
 	RemoteMembers(groupName string) int
 	// HasRemoteMember reports whether member id of groupName is on
 	// another node.
 	HasRemoteMember(groupName, id string) bool
+	// RemoteCounts is the number of members of every group with members
+	// on other nodes.
+	RemoteCounts() map[string]int
 }
 
 // directory is the server's Bus as a Directory, or nil.

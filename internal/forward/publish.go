@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
+	"slices"
 
 	"github.com/coder/websocket"
 
@@ -69,7 +71,8 @@ func (s *Server) Publish(ctx context.Context, groupName, id string, typ websocke
 }
 
 // Broadcast delivers one message, read from r, to every connection of every
-// group, as Publish does.
+// group, as Publish does; with a Directory, on every node (the count is
+// then approximate, as Publish's).
 func (s *Server) Broadcast(ctx context.Context, typ websocket.MessageType, r io.Reader) (int, error) {
 	if s.Draining() {
 		return 0, ErrDraining
@@ -78,7 +81,24 @@ func (s *Server) Broadcast(ctx context.Context, typ websocket.MessageType, r io.
 	for _, g := range to.groups {
 		to.members = append(to.members, g.Members()...)
 	}
-	return s.publish(ctx, to, typ, r)
+	remote := 0
+	if dir := s.directory(); dir != nil {
+		names := map[string]bool{}
+		for _, g := range to.groups {
+			names[g.Name] = true
+		}
+		for g, n := range dir.RemoteCounts() {
+			names[g] = true
+			remote += n
+		}
+		// In name order, as busOpen wants them.
+		to.busGroups = slices.Sorted(maps.Keys(names))
+	}
+	n, err := s.publish(ctx, to, typ, r)
+	if err != nil {
+		return n, err
+	}
+	return n + remote, nil
 }
 
 func (s *Server) publish(ctx context.Context, to recipients, typ websocket.MessageType, r io.Reader) (int, error) {
