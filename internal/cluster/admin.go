@@ -322,8 +322,9 @@ func (n *Node) ask(ctx context.Context, req adminRequest) (reports []memberRepor
 // KickRemote closes member id of group on the node that holds it (per the
 // registry) with 4003, asking that node within AdminTimeout (or ctx, if
 // sooner). It fails with forward.ErrNoGroup or forward.ErrNoMember if no
-// other node has it, and with an error wrapping
-// context.DeadlineExceeded if the holder did not answer in time.
+// other node has it, with an error wrapping context.DeadlineExceeded if the
+// holder did not answer in time, and with another error if the request
+// could not be sent (this node is cut off from NATS).
 func (n *Node) KickRemote(ctx context.Context, group, id string) error {
 	me := n.epoch.Load()
 	n.mu.Lock()
@@ -347,7 +348,9 @@ func (n *Node) KickRemote(ctx context.Context, group, id string) error {
 	data, _ := json.Marshal(adminRequest{Op: opKick, To: []string{epochHex(e.Epoch)}, Group: group, ID: id})
 	msg, err := nc.RequestWithContext(ctx, n.adminSubject(), data)
 	if err != nil {
-		if ctx.Err() != nil {
+		// No responders: no other node listens any more (the holder is
+		// gone too); to the caller, the holder did not answer.
+		if ctx.Err() != nil || errors.Is(err, nats.ErrNoResponders) {
 			return fmt.Errorf("cluster: node %s did not answer in %v: %w", e.Node, AdminTimeout, context.DeadlineExceeded)
 		}
 		return fmt.Errorf("cluster: kick on node %s: %w", e.Node, err)
