@@ -57,7 +57,9 @@ func TestClusterMode(t *testing.T) {
 		`{"id":"c","node":"n3","connected_since":"2026-01-02T03:04:05Z","queued_bytes":null}],` +
 		`"partial":true,"missing_nodes":["n3"]}`
 	var g struct {
-		Members []struct{ ConnectedSince string `json:"connected_since"` }
+		Members []struct {
+			ConnectedSince string `json:"connected_since"`
+		}
 	}
 	decode(t, r, http.StatusOK, &g)
 	if got := string(r.body); len(g.Members) != 3 || got != strings.Replace(want, "X", g.Members[0].ConnectedSince, 1)+"\n" {
