@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/wsproxy/wsproxy/internal/natstest"
 	"github.com/wsproxy/wsproxy/internal/presence"
 )
 
@@ -323,4 +325,27 @@ func show(b *bool) string {
 		return "null"
 	}
 	return fmt.Sprint(*b)
+}
+
+// TestAdminSurveyInParts: a node whose answer is larger than half of NATS's
+// max_payload answers in parts; every part arrives and counts.
+func TestAdminSurveyInParts(t *testing.T) {
+	ns := natstest.Start(t, natstest.MaxPayload(8<<10))
+	n1, n2 := startNode(t, ns, "n1", nodeOpts{}), startNode(t, ns, "n2", nodeOpts{})
+	base := adminServer(t, n1)
+	const members = 60 // about 190 bytes each in the answer: more than max_payload
+	for i := range members {
+		dialJoined(t, n2, fmt.Sprintf("%03d-%s", i, strings.Repeat("x", 120)), "g")
+	}
+	waitMembers(t, "g", members, n1)
+	var g groupReply
+	adminGet(t, groupURL(base, "g"), &g)
+	if len(g.Members) != members || g.Partial == nil || *g.Partial {
+		t.Fatalf("%d members, partial %s; want %d, false", len(g.Members), show(g.Partial), members)
+	}
+	for _, m := range g.Members {
+		if m.QueuedBytes == nil || m.Node != "n2" {
+			t.Fatalf("%s on %s: queued_bytes %v", m.ID, m.Node, m.QueuedBytes)
+		}
+	}
 }
