@@ -384,6 +384,9 @@ func (a *api) kick(w http.ResponseWriter, r *http.Request) {
 	case errors.Is(err, context.DeadlineExceeded):
 		a.log.Warn().Err(err).Msg("admin API: kick: the member's node did not answer")
 		httpjson.Error(w, http.StatusGatewayTimeout, "the member's node did not answer in time")
+	case err != nil && a.opts.Cluster != nil:
+		a.log.Warn().Err(err).Msg("admin API: kick: the cluster is unreachable")
+		httpjson.Error(w, http.StatusServiceUnavailable, "the cluster is unreachable from this node")
 	case err != nil:
 		a.log.Error().Err(err).Msg("admin API: kick failed")
 		httpjson.Error(w, http.StatusInternalServerError, "kick failed")
