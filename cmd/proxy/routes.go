@@ -9,6 +9,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/wsproxy/wsproxy/internal/api"
+	"github.com/wsproxy/wsproxy/internal/cluster"
 	"github.com/wsproxy/wsproxy/internal/config"
 	"github.com/wsproxy/wsproxy/internal/forward"
 	"github.com/wsproxy/wsproxy/internal/httpjson"
@@ -17,8 +18,9 @@ import (
 	"github.com/wsproxy/wsproxy/internal/web"
 )
 
-// routes lists every route the proxy serves.
-func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *forward.Server) http.Handler {
+// routes lists every route the proxy serves. cl is the cluster node (nil for
+// a single node): the admin API is then cluster-wide.
+func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *forward.Server, cl api.Cluster) http.Handler {
 	r := chi.NewRouter()
 	r.Handle("/ws", fwd)
 	r.Handle("/ws/events", fwd.Events())
@@ -43,6 +45,7 @@ func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *for
 		Token:           cfg.AdminToken,
 		MaxMessageBytes: cfg.Forward.MaxMessageBytes,
 		BodyIdleTimeout: cfg.Forward.MessageIdleTimeout,
+		Cluster:         cl,
 	}, log, m))
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		httpjson.Error(w, http.StatusNotFound, "not found")
@@ -51,6 +54,15 @@ func routes(cfg *config.Config, log zerolog.Logger, m *metrics.Metrics, fwd *for
 		httpjson.Error(w, http.StatusMethodNotAllowed, "method not allowed")
 	})
 	return r
+}
+
+// clusterAPI is node for the admin API: nil (not a nil *cluster.Node) for
+// a single node.
+func clusterAPI(node *cluster.Node) api.Cluster {
+	if node == nil {
+		return nil
+	}
+	return node
 }
 
 // newStdLogger routes net/http's own error log through zerolog.

@@ -108,7 +108,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	srv := &http.Server{
-		Handler:           routes(cfg, log, m, fwd),
+		Handler:           routes(cfg, log, m, fwd, clusterAPI(node)),
 		ReadHeaderTimeout: readHeaderTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		// No ReadTimeout or WriteTimeout: they would apply to upgraded

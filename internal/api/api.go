@@ -44,6 +44,9 @@ type Options struct {
 	// this long with 408, so that a stuck client cannot hold receivers in
 	// the middle of a message (0: no limit).
 	BodyIdleTimeout time.Duration
+	// Cluster, if not nil, makes the listings and kicks cluster-wide (see
+	// cluster.go); nil on a single node.
+	Cluster Cluster
 }
 
 // api holds what the handlers share. Static after construction.
@@ -167,7 +170,11 @@ type groupSummary struct {
 	Members int    `json:"members"`
 }
 
-func (a *api) listGroups(w http.ResponseWriter, _ *http.Request) {
+func (a *api) listGroups(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Cluster != nil {
+		a.listGroupsCluster(w, r)
+		return
+	}
 	groups := a.fwd.Registry().Groups()
 	out := make([]groupSummary, 0, len(groups))
 	for _, g := range groups {
@@ -190,6 +197,10 @@ type member struct {
 func (a *api) getGroup(w http.ResponseWriter, r *http.Request) {
 	name, ok := groupParam(w, r)
 	if !ok {
+		return
+	}
+	if a.opts.Cluster != nil {
+		a.getGroupCluster(w, r, name)
 		return
 	}
 	g := a.fwd.Registry().Get(name)
@@ -221,7 +232,11 @@ type connection struct {
 	BytesOut       int64     `json:"bytes_out"`
 }
 
-func (a *api) listConnections(w http.ResponseWriter, _ *http.Request) {
+func (a *api) listConnections(w http.ResponseWriter, r *http.Request) {
+	if a.opts.Cluster != nil {
+		a.listConnectionsCluster(w, r)
+		return
+	}
 	sessions := a.fwd.Registry().Sessions()
 	out := make([]connection, 0, len(sessions))
 	for _, s := range sessions {
@@ -357,11 +372,21 @@ func (a *api) kick(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	switch err := a.fwd.Kick(g, id); {
+	err := a.fwd.Kick(g, id)
+	if a.opts.Cluster != nil && (errors.Is(err, forward.ErrNoGroup) || errors.Is(err, forward.ErrNoMember)) {
+		err = a.opts.Cluster.KickRemote(r.Context(), g, id)
+	}
+	switch {
 	case errors.Is(err, forward.ErrNoGroup):
 		httpjson.Error(w, http.StatusNotFound, "no such group")
 	case errors.Is(err, forward.ErrNoMember):
 		httpjson.Error(w, http.StatusNotFound, "no such member")
+	case errors.Is(err, context.DeadlineExceeded):
+		a.log.Warn().Err(err).Msg("admin API: kick: the member's node did not answer")
+		httpjson.Error(w, http.StatusGatewayTimeout, "the member's node did not answer in time")
+	case err != nil && a.opts.Cluster != nil:
+		a.log.Warn().Err(err).Msg("admin API: kick: the cluster is unreachable")
+		httpjson.Error(w, http.StatusServiceUnavailable, "the cluster is unreachable from this node")
 	case err != nil:
 		a.log.Error().Err(err).Msg("admin API: kick failed")
 		httpjson.Error(w, http.StatusInternalServerError, "kick failed")

@@ -118,6 +118,8 @@ type Node struct {
 
 	epoch atomic.Uint64 // changes only when the node is fenced
 
+	admin atomic.Pointer[nats.Conn] // set by startAdmin (admin.go): nil until then
+
 	// Readiness.
 	connected  atomic.Bool
 	synced     atomic.Bool  // the registry watch has delivered every key

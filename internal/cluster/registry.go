@@ -201,6 +201,7 @@ func (n *Node) applyEntry(e jetstream.KeyValueEntry) {
 		}
 	}
 	n.mu.Unlock()
+	n.presenceEntry(group, id, e) // admin.go
 	if closeWith != nil {
 		closeWith.Close(code, reason)
 	}

@@ -68,19 +68,39 @@ type Hub struct {
 	mu       sync.Mutex
 	groups   map[string]*state // guarded by mu
 	watchers map[*session.Session]*state
-	epochs   uint64 // states created, for epochs
+	epochs   uint64       // states created, for epochs
+	remote   RemoteLister // members on other nodes; nil on a single node
 }
+
+// RemoteMember is a member of a group on another node (package cluster).
+type RemoteMember struct {
+	ID    string
+	Since time.Time
+	// Holder names the node holding it; never 0 (0 is this node).
+	Holder uint64
+}
+
+// RemoteLister lists group's members on other nodes. The hub calls it under
+// the registry's lock and its own: it must take neither, nor block.
+type RemoteLister func(group string) []RemoteMember
 
 // state is one watched group's presence. Guarded by Hub.mu.
 type state struct {
 	name     string
 	epoch    string
 	seq      uint64
-	members  map[string]time.Time // id: since
-	hist     []*message.Buf       // the last events, oldest first: hist[i] has seq histSeq+i
+	members  map[string]holding // by id
+	hist     []*message.Buf     // the last events, oldest first: hist[i] has seq histSeq+i
 	histSeq  uint64
 	watchers map[*session.Session]struct{}
 	linger   *time.Timer
+}
+
+// holding is where and since when a member is in a group: on this node
+// (holder 0) or on another.
+type holding struct {
+	since  time.Time
+	holder uint64
 }
 
 // New returns a hub observing reg, and sets it as reg's observer.
@@ -188,10 +208,12 @@ func (h *Hub) Joined(s *session.Session, replaced bool) {
 	if st == nil {
 		return
 	}
-	st.members[s.ID] = s.Since
+	// Replacing a member on another node is a replacement too.
+	_, was := st.members[s.ID]
+	st.members[s.ID] = holding{since: s.Since}
 	st.seq++
 	h.emit(st, encode(joinEvent{Type: "join", Group: st.name, Epoch: st.epoch, Seq: st.seq,
-		ID: s.ID, At: stamp(time.Now()), Replaced: replaced}))
+		ID: s.ID, At: stamp(time.Now()), Replaced: replaced || was}))
 }
 
 // Left implements group.Observer.
@@ -204,6 +226,9 @@ func (h *Hub) Left(s *session.Session) {
 	st := h.groups[s.Group]
 	if st == nil {
 		return
+	}
+	if m, ok := st.members[s.ID]; ok && m.holder != 0 {
+		return // replaced by a member on another node: still there
 	}
 	code, reason := LeaveStatus(s)
 	delete(st.members, s.ID)
@@ -274,11 +299,16 @@ func (h *Hub) Watch(w *session.Session, since *Since) (unwatch func()) {
 			st = &state{
 				name:     w.Group,
 				epoch:    h.process + "-" + strconv.FormatUint(h.epochs, 10),
-				members:  make(map[string]time.Time, len(members)),
+				members:  make(map[string]holding, len(members)),
 				watchers: make(map[*session.Session]struct{}),
 			}
+			if h.remote != nil {
+				for _, m := range h.remote(w.Group) {
+					st.members[m.ID] = holding{m.Since, m.Holder}
+				}
+			}
 			for _, m := range members {
-				st.members[m.ID] = m.Since
+				st.members[m.ID] = holding{since: m.Since}
 			}
 			h.groups[w.Group] = st
 			h.active.Add(1)
@@ -289,8 +319,8 @@ func (h *Hub) Watch(w *session.Session, since *Since) (unwatch func()) {
 		}
 		if !h.replay(st, w, since) {
 			ms := make([]member, 0, len(st.members))
-			for id, t := range st.members {
-				ms = append(ms, member{ID: id, Since: stamp(t)})
+			for id, m := range st.members {
+				ms = append(ms, member{ID: id, Since: stamp(m.since)})
 			}
 			sortMembers(ms)
 			ev := encode(snapshotEvent{Type: "snapshot", Group: st.name, Epoch: st.epoch, Seq: st.seq, Members: ms})
@@ -386,3 +416,71 @@ func (h *Hub) Watched() int64 { return h.active.Load() }
 func sortMembers(ms []member) {
 	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
 }
+
+// SetRemote makes the hub cover members on other nodes too (a cluster):
+// snapshots include what list returns, and RemoteJoined and RemoteLeft
+// report their changes. Groups watched already get their remote members as
+// joins.
+func (h *Hub) SetRemote(list RemoteLister) {
+	h.reg.Observe("", func([]*session.Session) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		h.remote = list
+		for _, st := range h.groups {
+			for _, m := range list(st.name) {
+				h.remoteJoinedLocked(st, m)
+			}
+		}
+	})
+}
+
+// RemoteJoined reports that member m joined group on another node (or
+// moved there: a replacement). A report of what the hub knows already is
+// ignored, so the same join may be reported more than once.
+func (h *Hub) RemoteJoined(group string, m RemoteMember) {
+	if h.active.Load() == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if st := h.groups[group]; st != nil {
+		h.remoteJoinedLocked(st, m)
+	}
+}
+
+func (h *Hub) remoteJoinedLocked(st *state, m RemoteMember) {
+	old, was := st.members[m.ID]
+	if was && old.holder == m.Holder && old.since.Equal(m.Since) {
+		return // known
+	}
+	st.members[m.ID] = holding{m.Since, m.Holder}
+	st.seq++
+	h.emit(st, encode(joinEvent{Type: "join", Group: st.name, Epoch: st.epoch, Seq: st.seq,
+		ID: m.ID, At: stamp(time.Now()), Replaced: was}))
+}
+
+// RemoteLeft reports that member id of group left, on whichever other node
+// held it; a member held here is not touched (its leave comes from the
+// registry). Its close status is known only where it was: the leave
+// carries code 0, "left on another node".
+func (h *Hub) RemoteLeft(group, id string) {
+	if h.active.Load() == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	st := h.groups[group]
+	if st == nil {
+		return
+	}
+	if m, ok := st.members[id]; !ok || m.holder == 0 {
+		return
+	}
+	delete(st.members, id)
+	st.seq++
+	h.emit(st, encode(leaveEvent{Type: "leave", Group: st.name, Epoch: st.epoch, Seq: st.seq,
+		ID: id, At: stamp(time.Now()), Code: 0, Reason: RemoteLeaveReason}))
+}
+
+// RemoteLeaveReason is the reason of a leave of a member on another node.
+const RemoteLeaveReason = "left on another node"
