@@ -197,6 +197,20 @@ func (n *Node) resync() error {
 		c.rev = rev
 		n.mu.Unlock()
 	}
+	// Entries of this node's members that left while it was away (their
+	// deletes failed) must not outlive them.
+	n.mu.Lock()
+	me := n.epoch.Load()
+	stale := map[string]uint64{}
+	for g, gi := range n.index {
+		for id, e := range gi.members {
+			if k := memberKey(g, id); e.Epoch == me && n.claims[k] == nil {
+				stale[k] = e.rev
+			}
+		}
+	}
+	n.mu.Unlock()
+	n.purge(stale)
 	// Groups only here before may have gained members elsewhere while
 	// this node could not hear from them.
 	n.closeSpanning("bus_lost")

@@ -141,9 +141,60 @@ func TestForcedSlowConsumer(t *testing.T) {
 	if judge(t, b, map[string][]rcvd{"a": msgs}, statusMissed) {
 		t.Fatal("b got everything: the slow consumer was not forced")
 	}
-	if v := counterValue(t, n2, "wsproxy_bus_losses_total"); v < 1 {
-		t.Errorf("n2 counted %v losses, want at least 1", v)
+	if v := labelValue(t, n2, "wsproxy_bus_losses_total", "reason", "nats_slow"); v < 1 {
+		t.Errorf("n2 counted %v NATS slow consumers, want at least 1", v)
 	}
+}
+
+// TestPeerKnownFromItsMembers: a node whose heartbeats never arrive (it
+// died before its first one reached the others) is still declared lost:
+// the others know it from its members in the registry.
+func TestPeerKnownFromItsMembers(t *testing.T) {
+	testNoHeartbeat = func(n *Node) bool { return n.cfg.Node == "n2" }
+	t.Cleanup(func() { testNoHeartbeat = nil })
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g")
+	waitMembers(t, "g", 2, nodes...)
+	_ = b
+	nodes[1].kill()
+	if code := a.waitClosed(30 * time.Second); code != statusMissed {
+		t.Errorf("a closed with %d, want 4004", code)
+	}
+}
+
+// TestLostTailShowsAsGap: n2's link goes silent while its member sends
+// (what it publishes is held, then thrown away when the link is cut), and
+// comes back before the peer timeout. Nothing more is sent from n2 to the
+// group afterwards, so only the sync n2 sends once back can show the loss:
+// n1's member is closed with 4004, never left open with a gap.
+func TestLostTailShowsAsGap(t *testing.T) {
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g")
+	waitMembers(t, "g", 2, nodes...)
+	before := binMsgs("b", 5, 100)
+	if err := <-sendAll(b, before); err != nil {
+		t.Fatal(err)
+	}
+	a.waitCount(5, 20*time.Second)
+	nodes[1].fault.Blackhole()
+	lost := make([]rcvd, 5)
+	for i := range lost {
+		lost[i] = rcvd{websocket.MessageBinary, payload("b", 5+i, 100)}
+	}
+	if err := <-sendAll(b, lost); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "n2 to publish b's messages", func() bool {
+		return counterValue(t, nodes[1], "wsproxy_bus_published_messages_total") >= 10
+	})
+	nodes[1].fault.Cut()
+	waitFor(t, 20*time.Second, "n2 not ready", func() bool { return nodes[1].fwd.Ready() != nil })
+	nodes[1].fault.Pass()
+	waitFor(t, 20*time.Second, "n2 ready again", func() bool { return nodes[1].fwd.Ready() == nil })
+	if code := a.waitClosed(20 * time.Second); code != statusMissed {
+		t.Errorf("a closed with %d, want 4004", code)
+	}
+	judge(t, a, map[string][]rcvd{"b": append(before, lost...)}, statusMissed)
 }
 
 // TestNodeKilledMidStream: n1 dies while a member there streams a message to

@@ -194,6 +194,20 @@ func dialGated(t testing.TB, n *node, id, group string, gate chan struct{}) *cli
 	c := &client{t: t, id: id, conn: conn, closed: make(chan struct{}), gate: gate}
 	go c.read()
 	t.Cleanup(func() { c.conn.CloseNow(); <-c.closed })
+	// The handshake's answer comes just before the member joins its group:
+	// wait for the join (a message started from now on reaches it), unless
+	// it was closed meanwhile (replaced).
+	waitFor(t, 20*time.Second, id+" to join on "+n.name, func() bool {
+		if m := n.fwd.Registry().Member(group, id); m != nil {
+			return true
+		}
+		select {
+		case <-c.closed:
+			return true
+		default:
+			return false
+		}
+	})
 	return c
 }
 

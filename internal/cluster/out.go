@@ -223,6 +223,8 @@ var (
 	testDropChunk func(group string, seq uint64) bool
 	// testSlowDispatch runs before each chunk is dispatched.
 	testSlowDispatch func(n *Node)
+	// testNoHeartbeat, if it returns true, keeps n from sending heartbeats.
+	testNoHeartbeat func(n *Node) bool
 )
 
 // waitRoom waits until sending size more bytes to og keeps every other node

@@ -95,6 +95,10 @@ func (n *Node) sendBeat() {
 	if !n.connected.Load() {
 		return
 	}
+	if testNoHeartbeat != nil && testNoHeartbeat(n) {
+		n.heartbeat.Store(true)
+		return
+	}
 	b, _ := json.Marshal(beat{Epoch: n.epoch.Load(), Node: n.cfg.Node})
 	if err := n.nc.Publish(n.prefix+"hb", b); err == nil {
 		n.heartbeat.Store(true)
