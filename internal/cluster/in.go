@@ -210,15 +210,23 @@ func (ig *inGroup) wait() {
 	}
 }
 
+// What take found.
+const (
+	taken   = iota // a chunk
+	wasReset       // stop closed: the message being relayed is abandoned
+	idle           // nothing queued (without wait): the worker has ended
+)
+
 // take returns the next queued chunk, waiting for one only if wait is set
-// (in the middle of a message). It returns false if stop closed (a reset),
-// or, without wait, if nothing is queued: the worker then ends.
-func (ig *inGroup) take(stop chan struct{}, wait bool) (chunk, bool) {
+// (in the middle of a message). Without wait, an empty queue ends the
+// worker: running is cleared under the same lock, so that the next add
+// starts a new one.
+func (ig *inGroup) take(stop chan struct{}, wait bool) (chunk, int) {
 	for {
 		ig.mu.Lock()
 		if ig.stop != stop {
 			ig.mu.Unlock()
-			return chunk{}, false
+			return chunk{}, wasReset
 		}
 		if len(ig.q) > 0 {
 			c := ig.q[0]
@@ -226,16 +234,16 @@ func (ig *inGroup) take(stop chan struct{}, wait bool) (chunk, bool) {
 			ig.q = ig.q[1:]
 			ig.qBytes -= int64(len(c.payload))
 			ig.mu.Unlock()
-			return c, true
+			return c, taken
 		}
 		if !wait {
 			ig.running = false
 			close(ig.idle)
 			ig.mu.Unlock()
-			return chunk{}, false
+			return chunk{}, idle
 		}
 		ig.mu.Unlock()
-		ig.report(0, true) // about to wait: whatever was consumed is credit now
+		ig.report(0, true) // about to wait: whatever was consumed is credit soon
 		select {
 		case <-ig.wake:
 		case <-stop:
@@ -248,15 +256,13 @@ func (ig *inGroup) take(stop chan struct{}, wait bool) (chunk, bool) {
 func (ig *inGroup) work(stop chan struct{}) {
 	defer ig.n.wg.Done()
 	for {
-		c, ok := ig.take(stop, false)
-		if !ok {
+		c, got := ig.take(stop, false)
+		switch got {
+		case idle:
+			ig.report(0, true)
+			return
+		case wasReset:
 			ig.mu.Lock()
-			if !ig.running {
-				ig.mu.Unlock()
-				ig.report(0, true)
-				return
-			}
-			// A reset: go on with what is queued after it.
 			stop = ig.stop
 			ig.mu.Unlock()
 			continue
@@ -339,9 +345,9 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 			r.err = io.EOF
 			continue
 		}
-		c, ok := r.ig.take(r.stop, true)
+		c, got := r.ig.take(r.stop, true)
 		switch {
-		case !ok:
+		case got != taken:
 			r.err = errReset
 		case c.h.kind == kindAbort:
 			r.err = errAbort

@@ -34,7 +34,7 @@ type outGroup struct {
 // credit is how far one node has consumed this node's messages to a group.
 type credit struct {
 	consumed int64     // an offset in the origin's bytes to the group
-	advanced time.Time // when consumed last moved (or the node was first seen)
+	blocked  time.Time // since when this node holds a sender back (zero: it does not)
 }
 
 func (n *Node) outGroup(name string) *outGroup {
@@ -254,8 +254,12 @@ func (n *Node) waitRoom(og *outGroup, size int64, m forward.OutMessage) error {
 		n.mu.Lock()
 		nodes := n.remoteNodesLocked(og.name)
 		og.mu.Lock()
-		var slowest uint64
-		var least *credit
+		// The nodes more than a window behind hold the sender back; one
+		// that has done so for --write-timeout without granting anything
+		// is cut.
+		var stuckNode uint64
+		var stuck time.Duration
+		blocked := false
 		for e := range nodes {
 			if e == me || og.cut[e] {
 				continue
@@ -263,11 +267,19 @@ func (n *Node) waitRoom(og *outGroup, size int64, m forward.OutMessage) error {
 			c := og.credits[e]
 			if c == nil {
 				// A node not heard from yet gets a window from now.
-				c = &credit{consumed: og.off, advanced: now}
+				c = &credit{consumed: og.off}
 				og.credits[e] = c
 			}
-			if least == nil || c.consumed < least.consumed {
-				slowest, least = e, c
+			if og.off+size-c.consumed <= window {
+				c.blocked = time.Time{}
+				continue
+			}
+			blocked = true
+			if c.blocked.IsZero() {
+				c.blocked = now
+			}
+			if d := now.Sub(c.blocked); d >= stuck {
+				stuckNode, stuck = e, d
 			}
 		}
 		// Nodes that left the group, or were cut and have left it since,
@@ -283,16 +295,15 @@ func (n *Node) waitRoom(og *outGroup, size int64, m forward.OutMessage) error {
 			}
 		}
 		n.mu.Unlock()
-		if least == nil || og.off+size-least.consumed <= window {
+		if !blocked {
 			og.mu.Unlock()
 			return nil
 		}
-		stuck := now.Sub(least.advanced)
 		if stuck >= n.cfg.WriteTimeout {
-			og.cut[slowest] = true
-			delete(og.credits, slowest)
+			og.cut[stuckNode] = true
+			delete(og.credits, stuckNode)
 			og.mu.Unlock()
-			n.cutNode(og, slowest)
+			n.cutNode(og, stuckNode)
 			continue
 		}
 		wake := og.wake
@@ -352,7 +363,7 @@ func (n *Node) onCredit(e uint64, consumed int64, g64 string) {
 	}
 	if consumed > c.consumed {
 		c.consumed = consumed
-		c.advanced = time.Now()
+		c.blocked = time.Time{} // it grants: its wait starts over
 		close(og.wake)
 		og.wake = make(chan struct{})
 	}
