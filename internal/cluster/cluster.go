@@ -199,9 +199,10 @@ func (n *Node) Start(ctx context.Context) error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
-		// A dead connection is noticed within about three heartbeats.
-		nats.PingInterval(n.cfg.Heartbeat),
-		nats.MaxPingsOutstanding(2),
+		// nats.go's own pings notice a dead link within about the peer
+		// timeout; the probe (peers.go) notices sooner.
+		nats.PingInterval(n.cfg.PeerTimeout / 3),
+		nats.MaxPingsOutstanding(3),
 		nats.Timeout(2 * time.Second),
 		// A write to a link that went dead fails (and the connection is
 		// dropped) well within the peer timeout.

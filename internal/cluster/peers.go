@@ -72,9 +72,15 @@ func (n *Node) probe() {
 		if !n.nc.IsConnected() {
 			continue
 		}
-		if err := n.nc.FlushTimeout(n.cfg.PeerTimeout / 2); err == nil {
+		err := n.nc.FlushTimeout(n.cfg.PeerTimeout / 2)
+		if err == nil {
 			n.alive.Store(time.Now().UnixNano())
-		} else if n.nc.IsConnected() {
+			continue
+		}
+		// A round trip can wait behind a window of data on a busy
+		// machine: only a link silent for the whole peer timeout is
+		// dropped.
+		if n.nc.IsConnected() && time.Since(time.Unix(0, n.alive.Load())) >= n.cfg.PeerTimeout {
 			n.log.Warn().Err(err).Msg("cluster: NATS does not answer; reconnecting")
 			_ = n.nc.ForceReconnect()
 		}
