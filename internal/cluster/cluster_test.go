@@ -10,6 +10,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/wsproxy/wsproxy/internal/leakcheck"
+	"github.com/wsproxy/wsproxy/internal/metrics"
 	"github.com/wsproxy/wsproxy/internal/natstest"
 )
 
@@ -233,5 +234,36 @@ func TestTwoNodesStreamingIntoOneGroup(t *testing.T) {
 		}
 		c.waitCount(want, 2*time.Minute)
 		judge(t, c, sent)
+	}
+}
+
+// TestSmallMaxPayload: NATS with a 64 KiB max_payload: the chunk shrinks to
+// fit (--bus-chunk-bytes asks for more) and a 10 MiB message still crosses
+// whole; a NATS whose max_payload is under 4 KiB is refused at start.
+func TestSmallMaxPayload(t *testing.T) {
+	ns := natstest.Start(t, natstest.MaxPayload(64<<10))
+	big := nodeOpts{cluster: func(c *Config) { c.ChunkBytes = 256 << 10; c.WindowBytes = 1 << 20 }}
+	n1, n2 := startNode(t, ns, "n1", big), startNode(t, ns, "n2", big)
+	if n1.bus.chunk > 64<<10-maxHeaderBytes {
+		t.Fatalf("chunk %d does not fit a 64 KiB max_payload", n1.bus.chunk)
+	}
+	a, b := dial(t, n1, "a", "g"), dial(t, n2, "b", "g")
+	waitMembers(t, "g", 2, n1, n2)
+	msgs := []rcvd{{websocket.MessageBinary, payload("a", 0, 10<<20)}, {websocket.MessageText, textPayload("a", 1, 100<<10)}}
+	if err := <-sendAll(a, msgs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitCount(2, time.Minute)
+	judge(t, b, map[string][]rcvd{"a": msgs})
+
+	tiny := natstest.Start(t, natstest.MaxPayload(2<<10))
+	n, err := New(Config{URL: tiny.URL(), Name: "test", Node: "tiny", Heartbeat: testHeartbeat, PeerTimeout: testPeerTimeout,
+		ChunkBytes: 64 << 10, WindowBytes: 1 << 20, WriteTimeout: time.Second}, n1.fwd, testLogger(t, "tiny"), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err == nil {
+		n.Close()
+		t.Fatal("joined through a NATS with a 2 KiB max_payload")
 	}
 }
