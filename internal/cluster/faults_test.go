@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"hash/crc32"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -25,12 +26,24 @@ type traffic struct {
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	sent map[string][]rcvd
+	cs   []*client
+}
+
+// ended is the senders whose connection has ended.
+func (tr *traffic) ended() map[string]bool {
+	out := map[string]bool{}
+	for _, c := range tr.cs {
+		if !isOpen(c) {
+			out[c.id] = true
+		}
+	}
+	return out
 }
 
 // flow starts each client sending a 200-byte message every few
 // milliseconds until t.halt; only messages the proxy accepted count as sent.
 func flow(cs ...*client) *traffic {
-	tr := &traffic{stop: make(chan struct{}), sent: map[string][]rcvd{}}
+	tr := &traffic{stop: make(chan struct{}), sent: map[string][]rcvd{}, cs: cs}
 	for _, c := range cs {
 		tr.wg.Add(1)
 		go func() {
@@ -60,20 +73,23 @@ func (tr *traffic) halt() map[string][]rcvd {
 	return tr.sent
 }
 
-// settle waits until every open receiver has had time to get what was sent:
-// each open one is complete (closed ones are judged as they are).
-func settle(t *testing.T, sent map[string][]rcvd, cs ...*client) {
+// settle waits until every receiver in cs is closed, or has every message
+// of every sender that is not in ended (the senders closed while sending,
+// whose last messages their proxy may never have read).
+func settle(t *testing.T, sent map[string][]rcvd, ended map[string]bool, cs ...*client) {
 	t.Helper()
 	for _, c := range cs {
-		want := 0
-		for from, msgs := range sent {
-			if from != c.id {
-				want += len(msgs)
-			}
-		}
 		waitFor(t, time.Minute, c.id+" to get everything or be closed", func() bool {
-			closed, _ := c.status()
-			return closed || c.count() >= want
+			if closed, _ := c.status(); closed {
+				return true
+			}
+			got := c.bySender()
+			for from, msgs := range sent {
+				if from != c.id && !ended[from] && got[crc32.ChecksumIEEE([]byte(from))] < len(msgs) {
+					return false
+				}
+			}
+			return true
 		})
 	}
 }
@@ -137,7 +153,7 @@ func TestForcedSlowConsumer(t *testing.T) {
 	if err := <-sendAll(a, msgs); err != nil {
 		t.Fatal(err)
 	}
-	settle(t, map[string][]rcvd{"a": msgs}, b)
+	settle(t, map[string][]rcvd{"a": msgs}, nil, b)
 	if judge(t, b, map[string][]rcvd{"a": msgs}, statusMissed) {
 		t.Fatal("b got everything: the slow consumer was not forced")
 	}
@@ -278,9 +294,9 @@ func TestNodeCutOffAndHealed(t *testing.T) {
 	nodes[1].fault.Pass()
 	waitFor(t, 20*time.Second, "n2 ready again", func() bool { return nodes[1].fwd.Ready() == nil })
 	sent, local := tr.halt(), tl.halt()
-	settle(t, sent, a)
-	settle(t, local, l2)
-	judge(t, a, sent, statusMissed)
+	settle(t, sent, tr.ended(), a)
+	settle(t, local, nil, l2)
+	judgeEnded(t, a, sent, tr.ended(), statusMissed)
 	if !judge(t, l2, local) {
 		t.Error("the group only on n2 lost messages")
 	}
@@ -319,10 +335,10 @@ func TestNATSStoppedAndRestarted(t *testing.T) {
 		waitFor(t, 30*time.Second, nd.name+" ready again", func() bool { return nd.fwd.Ready() == nil })
 	}
 	sent, local := tr.halt(), tl.halt()
-	settle(t, sent, a, b, c)
-	settle(t, local, l2)
+	settle(t, sent, tr.ended(), a, b, c)
+	settle(t, local, nil, l2)
 	for _, r := range []*client{a, b, c} {
-		judge(t, r, sent, statusMissed)
+		judgeEnded(t, r, sent, tr.ended(), statusMissed)
 	}
 	judge(t, l2, local, statusMissed)
 	a2, c2 := dial(t, nodes[0], "a2", "g2"), dial(t, nodes[2], "c2", "g2")
@@ -336,14 +352,21 @@ func TestNATSStoppedAndRestarted(t *testing.T) {
 }
 
 // TestGracefulStop: n3 stops (SIGTERM's path: drain, 1001, goodbye) while
-// messages flow in a group spanning all three: its member gets 1001; nobody
-// elsewhere gets 4004, even after the peer timeout.
+// messages flow between the others in a group spanning all three: its
+// member gets 1001; nobody elsewhere gets 4004, even after the peer
+// timeout, and nothing n3's member sent is missing.
 func TestGracefulStop(t *testing.T) {
 	_, nodes := cluster3(t, nodeOpts{})
 	a, b, c := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g"), dial(t, nodes[2], "c", "g")
 	waitMembers(t, "g", 3, nodes...)
-	tr := flow(a, b, c)
-	waitFor(t, 20*time.Second, "traffic", func() bool { return a.count() > 10 && b.count() > 10 })
+	// c's messages first (a sender's last messages before its proxy stops
+	// may still sit in its socket, never read: they were never received).
+	fromC := binMsgs("c", 50, 200)
+	if err := <-sendAll(c, fromC); err != nil {
+		t.Fatal(err)
+	}
+	tr := flow(a, b)
+	waitFor(t, 20*time.Second, "traffic", func() bool { return a.count() > 60 && b.count() > 60 })
 	nodes[2].stop()
 	if code := c.waitClosed(20 * time.Second); code != websocket.StatusGoingAway {
 		t.Errorf("c closed with %d, want 1001", code)
@@ -355,7 +378,8 @@ func TestGracefulStop(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	sent := tr.halt()
-	settle(t, sent, a, b)
+	sent["c"] = fromC
+	settle(t, sent, nil, a, b)
 	for _, r := range []*client{a, b} {
 		if !isOpen(r) {
 			_, code := r.status()

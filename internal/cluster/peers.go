@@ -180,8 +180,10 @@ func (n *Node) notePeerLocked(e uint64, name string) {
 // this node is the one cut off: then nobody's heartbeats arrive).
 func (n *Node) checkPeers() {
 	now := time.Now()
-	// Only a node that knows its own link works may blame its peers.
-	if !n.connected.Load() || now.Sub(time.Unix(0, n.alive.Load())) > n.cfg.PeerTimeout/2 {
+	// Only a node that knows its own link works may blame its peers: its
+	// last round trip to NATS is recent (within the peer timeout: on a
+	// busy machine one can take a while).
+	if !n.connected.Load() || now.Sub(time.Unix(0, n.alive.Load())) > n.cfg.PeerTimeout {
 		return
 	}
 	var lost []uint64
