@@ -241,10 +241,10 @@ func TestNodeKilledMidStream(t *testing.T) {
 	killed := time.Now()
 	nodes[0].kill()
 	if code := b.waitClosed(30 * time.Second); code != 4002 && code != statusMissed {
-		t.Errorf("b (part-way) closed with %d, want 4002 or 4004", code)
+		t.Errorf("b (part-way) closed with %d %q, want 4002 or 4004", code, b.reason)
 	}
 	if code := d.waitClosed(30 * time.Second); code != statusMissed {
-		t.Errorf("d closed with %d, want 4004", code)
+		t.Errorf("d closed with %d %q, want 4004", code, d.reason)
 	}
 	t.Logf("n1's peers closed its groups' members %v after the kill", time.Since(killed).Round(time.Millisecond))
 	msgs := binMsgs("p", 5, 100)

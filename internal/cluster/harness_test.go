@@ -86,11 +86,39 @@ func startNode(t testing.TB, nats *natstest.Server, name string, o nodeOpts) *no
 	return n
 }
 
+// testLogger logs a node's info lines: to the test's output with -v, else
+// kept and shown only if the test fails.
 func testLogger(t testing.TB, name string) zerolog.Logger {
 	if testing.Verbose() {
 		return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Str("n", name).Logger().Level(zerolog.InfoLevel)
 	}
-	return zerolog.Nop()
+	buf := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s's log:\n%s", name, buf.String())
+		}
+	})
+	return zerolog.New(buf).With().Timestamp().Logger().Level(zerolog.InfoLevel)
+}
+
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.b.Len() > 1<<20 {
+		return len(p), nil // enough to tell what happened
+	}
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // stop stops the node gracefully: drain, close every client (1001), leave
