@@ -2,8 +2,8 @@ package cluster
 
 import (
 	"context"
-	"hash/crc32"
 	"fmt"
+	"hash/crc32"
 	"sync"
 	"sync/atomic"
 	"testing"

@@ -212,9 +212,9 @@ func (ig *inGroup) wait() {
 
 // What take found.
 const (
-	taken   = iota // a chunk
-	wasReset       // stop closed: the message being relayed is abandoned
-	idle           // nothing queued (without wait): the worker has ended
+	taken    = iota // a chunk
+	wasReset        // stop closed: the message being relayed is abandoned
+	idle            // nothing queued (without wait): the worker has ended
 )
 
 // take returns the next queued chunk, waiting for one only if wait is set
