@@ -133,12 +133,13 @@ type Node struct {
 	wg         sync.WaitGroup // every goroutine the node starts
 
 	mu        sync.Mutex
-	peers     map[uint64]*peer     // live nodes by epoch
-	dead      map[uint64]time.Time // epochs declared lost, ignored from then on
-	index     map[string]*gindex   // the registry: every member of the cluster, by group
-	claims    map[string]*claim    // this node's members, by registry key
-	out       map[string]*outGroup // groups this node sends to, by name
-	in        map[inKey]*inGroup   // (origin, group) states
+	peers     map[uint64]*peer                // live nodes by epoch
+	dead      map[uint64]time.Time            // epochs declared lost, ignored from then on
+	index     map[string]*gindex              // the registry: every member of the cluster, by group
+	recent    map[uint64]map[string]time.Time // groups other nodes' members left lately, by node
+	claims    map[string]*claim               // this node's members, by registry key
+	out       map[string]*outGroup            // groups this node sends to, by name
+	in        map[inKey]*inGroup              // (origin, group) states
 	nodeSub   *nats.Subscription
 	watcher   jetstream.KeyWatcher
 	stopWatch context.CancelFunc
@@ -162,6 +163,7 @@ func New(cfg Config, local *forward.Server, log zerolog.Logger, m *metrics.Metri
 		peers:   map[uint64]*peer{},
 		dead:    map[uint64]time.Time{},
 		index:   map[string]*gindex{},
+		recent:  map[uint64]map[string]time.Time{},
 		claims:  map[string]*claim{},
 		out:     map[string]*outGroup{},
 		in:      map[inKey]*inGroup{},

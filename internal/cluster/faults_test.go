@@ -524,3 +524,28 @@ func waitClosedOn(t *testing.T, n *node, group, id string, code int) {
 		return int(got) == code
 	})
 }
+
+// TestPeerLostAfterAnotherPurged: n1 dies; n3 notices first and purges n1's
+// registry entries before n2 (with a longer peer timeout) notices. n2 must
+// still close its members of the groups n1 shared (4004), though n1's
+// members are gone from its index by then.
+func TestPeerLostAfterAnotherPurged(t *testing.T) {
+	ns := natstest.Start(t)
+	n1 := startNode(t, ns, "n1", nodeOpts{})
+	n2 := startNode(t, ns, "n2", nodeOpts{cluster: func(c *Config) { c.PeerTimeout = 3 * testPeerTimeout }})
+	n3 := startNode(t, ns, "n3", nodeOpts{})
+	e, d := dial(t, n1, "e", "k"), dial(t, n2, "d", "k")
+	f := dial(t, n3, "f", "k2")
+	_ = dial(t, n1, "e2", "k2")
+	waitMembers(t, "k", 2, n1, n2, n3)
+	waitMembers(t, "k2", 2, n1, n2, n3)
+	_, _ = e, f
+	n1.kill()
+	waitFor(t, 30*time.Second, "n3 to purge n1's members", func() bool {
+		_, _, ok := n2.bus.NodeOf("k", "e")
+		return !ok
+	})
+	if code := d.waitClosed(30 * time.Second); code != statusMissed {
+		t.Errorf("d closed with %d %q, want 4004", code, d.reason)
+	}
+}

@@ -198,6 +198,7 @@ func (n *Node) checkPeers() {
 			delete(n.dead, e)
 		}
 	}
+	n.pruneRecentLocked(now)
 	n.mu.Unlock()
 	for _, e := range lost {
 		n.peerLost(e)

@@ -187,6 +187,7 @@ func (n *Node) applyEntry(e jetstream.KeyValueEntry) {
 			if old, ok := gi.members[id]; ok {
 				delete(gi.members, id)
 				gi.drop(old.Epoch)
+				n.leftLocked(old.Epoch, group)
 				if len(gi.members) == 0 {
 					delete(n.index, group)
 				}
@@ -278,11 +279,44 @@ func (n *Node) purge(keys map[string]uint64) {
 	}()
 }
 
+// leftLocked remembers that a member of node e left group: if e is lost
+// soon after, the group is one it shared (its entries may have been purged
+// by another survivor before this node noticed the loss itself).
+func (n *Node) leftLocked(e uint64, group string) {
+	if e == n.epoch.Load() {
+		return
+	}
+	m := n.recent[e]
+	if m == nil {
+		m = map[string]time.Time{}
+		n.recent[e] = m
+	}
+	m[group] = time.Now()
+}
+
+// pruneRecentLocked forgets departures older than twice the peer timeout.
+func (n *Node) pruneRecentLocked(now time.Time) {
+	for e, m := range n.recent {
+		for g, at := range m {
+			if now.Sub(at) > 2*n.cfg.PeerTimeout {
+				delete(m, g)
+			}
+		}
+		if len(m) == 0 {
+			delete(n.recent, e)
+		}
+	}
+}
+
 // forgetEpochLocked removes a node's members from the index and returns the
-// groups they were in and their keys, for purging.
+// groups they were in, or left lately, and their keys, for purging.
 func (n *Node) forgetEpochLocked(e uint64) (map[string]struct{}, map[string]uint64) {
 	groups := map[string]struct{}{}
 	keys := map[string]uint64{}
+	for g := range n.recent[e] {
+		groups[g] = struct{}{}
+	}
+	delete(n.recent, e)
 	for g, gi := range n.index {
 		if gi.epochs[e] == 0 {
 			continue
