@@ -104,6 +104,13 @@ func TestBrowserLayout(t *testing.T) {
 			pg.waitJS(fmt.Sprintf("%d messages", n), fmt.Sprintf(`document.querySelectorAll('#log li[data-kind="in-text"]').length === %d`, n))
 			pg.sendText("Thanks, looks right on my phone now.")
 			pg.waitJS("the sent text", `document.querySelector('#log li[data-kind="out-text"]') !== null`)
+			// The page scrolls to the newest message after it renders it:
+			// on a busy machine that can come a moment later.
+			pg.waitJS("the list scrolled to its newest message", `(() => {
+				const log = document.getElementById('log'), li = log.lastElementChild;
+				const a = log.getBoundingClientRect(), b = li.getBoundingClientRect();
+				return b.top >= a.top - 0.5 && b.bottom <= a.bottom + 0.5;
+			})()`)
 
 			l := eval[layout](pg, jsLayout)
 			if l.VW != float64(vp.w) || l.VH != float64(vp.h) {

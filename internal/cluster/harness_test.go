@@ -25,10 +25,13 @@ import (
 )
 
 // Test timings: short enough for the loss cases, long enough that a loaded
-// 2-core machine never misses a heartbeat by that much.
+// 2-core machine never misses a heartbeat by that much. (Every node of a
+// test shares one process: a stall of the whole process, seen at over 4 s
+// under -race and full load, freezes them all at once, and each then starts
+// over as a node frozen past the peer timeout must.)
 const (
-	testHeartbeat   = 200 * time.Millisecond
-	testPeerTimeout = 4 * time.Second
+	testHeartbeat   = 250 * time.Millisecond
+	testPeerTimeout = 8 * time.Second
 )
 
 // node is one proxy of a test cluster: a forward.Server behind an httptest
