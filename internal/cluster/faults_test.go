@@ -532,7 +532,7 @@ func waitClosedOn(t *testing.T, n *node, group, id string, code int) {
 func TestPeerLostAfterAnotherPurged(t *testing.T) {
 	ns := natstest.Start(t)
 	n1 := startNode(t, ns, "n1", nodeOpts{})
-	n2 := startNode(t, ns, "n2", nodeOpts{cluster: func(c *Config) { c.PeerTimeout = 3 * testPeerTimeout }})
+	n2 := startNode(t, ns, "n2", nodeOpts{cluster: func(c *Config) { c.PeerTimeout = 2 * testPeerTimeout }})
 	n3 := startNode(t, ns, "n3", nodeOpts{})
 	e, d := dial(t, n1, "e", "k"), dial(t, n2, "d", "k")
 	f := dial(t, n3, "f", "k2")
