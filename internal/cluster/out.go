@@ -25,7 +25,6 @@ type outGroup struct {
 	mu      sync.Mutex
 	seq     uint64 // chunks sent so far
 	off     int64  // payload bytes sent so far
-	lost    bool   // a publish failed: a sync is owed once the bus is back
 	credits map[uint64]*credit
 	cut     map[uint64]bool // nodes cut from this group (until they leave it)
 	wake    chan struct{}   // closed when a credit arrives
@@ -206,9 +205,8 @@ func (w *writer) publish(kind byte, p []byte, last bool) error {
 		return nil // lost on the way, as far as anyone can tell
 	}
 	if err := w.n.nc.Publish(og.subject, og.buf); err != nil {
-		og.mu.Lock()
-		og.lost = true
-		og.mu.Unlock()
+		// The receivers see the gap, at the latest through the sync
+		// sent to every group once the bus is back.
 		w.n.met.publishFailed()
 		return nil
 	}
@@ -392,12 +390,8 @@ func (n *Node) sendSyncs() {
 		}
 		og.seq++
 		h := header{kind: kindSync, epoch: n.epoch.Load(), seq: og.seq, off: og.off}
-		og.lost = false
 		og.mu.Unlock()
-		if err := n.nc.Publish(og.subject, appendHeader(nil, &h)); err != nil {
-			og.mu.Lock()
-			og.lost = true
-			og.mu.Unlock()
-		}
+		// If this fails, the bus is gone again: the next reconnect syncs.
+		_ = n.nc.Publish(og.subject, appendHeader(nil, &h))
 	}
 }
