@@ -1,7 +1,12 @@
 // Package faultproxy is a TCP proxy for tests that puts faults between a
 // client and its server: it cuts connections, blackholes them, or delays
 // them, and heals them again, at any moment, for the connections it already
-// carries as well as for new ones.
+// carries as well as for new ones. Between a NATS client and its server:
+//
+//	p := faultproxy.New(t, nats.Addr())
+//	nc, _ := nats.Connect(p.URL())
+//	p.Cut()  // nc is disconnected, and cannot reconnect...
+//	p.Pass() // ...until now
 package faultproxy
 
 import (
@@ -107,9 +112,10 @@ func (p *Proxy) Pass() { p.set(pass, 0) }
 // last, so Delay also caps each direction at one chunk (32 KiB) per d.
 func (p *Proxy) Delay(d time.Duration) { p.set(pass, d) }
 
-// Cut resets every connection (both sides see a TCP RST), and until the next
-// Pass or Delay resets each new connection as soon as it is accepted. Cut
-// returns after the current connections are closed.
+// Cut resets every connection (both sides see a TCP RST), and until another
+// mode is set resets each new connection as soon as it is accepted, without
+// connecting it to the target. Cut returns after the current connections
+// are closed.
 func (p *Proxy) Cut() {
 	p.set(cut, 0)
 	p.mu.Lock()
