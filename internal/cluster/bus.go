@@ -6,6 +6,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // What happens to the connection to NATS, and what the node does about it.
@@ -30,7 +31,7 @@ func (n *Node) onNode(msg *nats.Msg) {
 			ig.reset()
 		}
 		if ok {
-			n.closeGroupLocal(name, 1008, "slow consumer", "cut")
+			n.closeGroupLocal(name, time.Time{}, 1008, "slow consumer", "cut")
 		}
 	case nodePlaced:
 		n.onPlaced(e, uint64(off), g64)
@@ -84,7 +85,7 @@ func (n *Node) closeSpanning(why string) {
 		groups[ig.group] = struct{}{}
 	}
 	for g := range groups {
-		n.closeGroupLocal(g, statusMissed, reasonMissed, why)
+		n.closeGroupLocal(g, time.Time{}, statusMissed, reasonMissed, why)
 	}
 }
 
@@ -210,7 +211,7 @@ func (n *Node) resync() error {
 		}
 	}
 	n.mu.Unlock()
-	n.purge(stale)
+	n.purge(stale, jetstream.KeyValueDelete)
 	// Groups only here before may have gained members elsewhere while
 	// this node could not hear from them.
 	n.closeSpanning("bus_lost")

@@ -325,15 +325,16 @@ func (n *Node) Close() {
 	n.wg.Wait()
 }
 
-// closeGroupLocal closes this node's members of group with code and reason,
-// counting the loss by reason.
-func (n *Node) closeGroupLocal(group string, code websocket.StatusCode, reason, why string) {
+// closeGroupLocal closes this node's members of group that connected before
+// cutoff (all if it is zero) with code and reason, counting the loss by
+// reason.
+func (n *Node) closeGroupLocal(group string, cutoff time.Time, code websocket.StatusCode, reason, why string) {
 	if !n.local.HasGroup(group) {
 		return
 	}
 	n.met.loss(why)
 	n.log.Warn().Str("group", group).Int("code", int(code)).Str("cause", why).Msg("cluster: closing the group's members here")
-	n.local.CloseGroup(group, code, reason)
+	n.local.CloseGroup(group, cutoff, code, reason)
 }
 
 // Close codes the cluster sends.

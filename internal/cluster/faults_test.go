@@ -269,6 +269,40 @@ func TestNodeKilledMidStream(t *testing.T) {
 	judge(t, a2, map[string][]rcvd{"b": m2})
 }
 
+// TestLossVerdictShared: one node's verdict that a peer is lost is every
+// node's at once. n3's own peer timeout is far off; when n1 dies, n2
+// declares it lost and purges its members, and n3 follows as soon as it
+// sees that: its member of the group n1 shared gets 4004 then, not minutes
+// later, and a member that joins n3 afterwards is not closed by n3's own
+// verdict (it can have missed nothing of n1's).
+func TestLossVerdictShared(t *testing.T) {
+	ns := natstest.Start(t)
+	n1, n2 := startNode(t, ns, "n1", nodeOpts{}), startNode(t, ns, "n2", nodeOpts{})
+	n3 := startNode(t, ns, "n3", nodeOpts{cluster: func(c *Config) { c.PeerTimeout = 10 * time.Minute }})
+	a, b, c := dial(t, n1, "a", "g"), dial(t, n2, "b", "g"), dial(t, n3, "c", "g")
+	waitMembers(t, "g", 3, n1, n2, n3)
+	_ = a
+	n1.kill()
+	if code := b.waitClosed(30 * time.Second); code != statusMissed {
+		t.Errorf("b closed with %d %q, want 4004", code, b.reason)
+	}
+	if code := c.waitClosed(30 * time.Second); code != statusMissed {
+		t.Errorf("c (on the node with the long timeout) closed with %d %q, want 4004", code, c.reason)
+	}
+	waitFor(t, 20*time.Second, "n1's members to be purged", func() bool {
+		_, _, ok := n3.bus.NodeOf("g", "a")
+		return !ok
+	})
+	a2, b2 := dial(t, n3, "a", "g"), dial(t, n2, "b", "g")
+	waitMembers(t, "g", 2, n2, n3)
+	msgs := binMsgs("b", 3, 100)
+	if err := <-sendAll(b2, msgs); err != nil {
+		t.Fatal(err)
+	}
+	a2.waitCount(3, 20*time.Second)
+	judge(t, a2, map[string][]rcvd{"b": msgs})
+}
+
 // TestNodeCutOffAndHealed: n2 loses NATS while messages flow in a group
 // spanning n1 and n2, then gets it back within the peer timeout. n2 is not
 // ready meanwhile (new connections 503); its members of the spanning group

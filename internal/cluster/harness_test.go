@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"net/http/httptest"
 	"net/url"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -174,9 +175,18 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 func waitMembers(t testing.TB, group string, want int, nodes ...*node) {
 	t.Helper()
 	for _, nd := range nodes {
-		waitFor(t, 20*time.Second, fmt.Sprintf("%s to see %d members of %s", nd.name, want, group), func() bool {
-			return nd.bus.GroupCounts()[group] == want
-		})
+		deadline := time.Now().Add(20 * time.Second)
+		for nd.bus.GroupCounts()[group] != want {
+			if time.Now().After(deadline) {
+				var seen []string
+				for _, m := range nd.bus.Members(group) {
+					seen = append(seen, m.ID+"@"+m.Node)
+				}
+				sort.Strings(seen)
+				t.Fatalf("timed out after 20s waiting for %s to see %d members of %s; it sees %v", nd.name, want, group, seen)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 	}
 }
 

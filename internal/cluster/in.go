@@ -118,7 +118,7 @@ func (n *Node) onData(msg *natsMsg) {
 		if why == "overflow" {
 			code, reason = websocket.StatusPolicyViolation, "slow consumer"
 		}
-		n.closeGroupLocal(ig.group, code, reason, why)
+		n.closeGroupLocal(ig.group, time.Time{}, code, reason, why)
 	}
 }
 

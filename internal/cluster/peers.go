@@ -3,6 +3,8 @@ package cluster
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // peer is another live node.
@@ -201,7 +203,7 @@ func (n *Node) checkPeers() {
 	n.pruneRecentLocked(now)
 	n.mu.Unlock()
 	for _, e := range lost {
-		n.peerLost(e)
+		n.peerLost(e, "silent")
 	}
 }
 
@@ -209,11 +211,22 @@ func (n *Node) checkPeers() {
 // have sent messages this node never got, so this node's members of every
 // group it shared are closed with 4004 (those part-way through one of its
 // messages may see 4002 first); its registry entries are purged.
-func (n *Node) peerLost(e uint64) {
+//
+// A member that connects here after the verdict is not closed: from then on
+// the lost node's members are not members anywhere (this node ignores its
+// messages, and its entries are gone from the registry), so nothing of
+// theirs is owed to it. how says who decided: "silent" (this node's own
+// timeout) or "registry" (another node's verdict, seen as its purge).
+func (n *Node) peerLost(e uint64, how string) {
 	n.mu.Lock()
+	if _, dead := n.dead[e]; dead {
+		n.mu.Unlock()
+		return // decided already
+	}
 	p := n.peers[e]
 	delete(n.peers, e)
-	n.dead[e] = time.Now()
+	verdict := time.Now()
+	n.dead[e] = verdict
 	groups, keys := n.forgetEpochLocked(e)
 	ins := n.takeInLocked(func(k inKey) bool { return k.epoch == e })
 	n.mu.Unlock()
@@ -221,15 +234,15 @@ func (n *Node) peerLost(e uint64) {
 	if p != nil {
 		name = p.name
 	}
-	n.log.Warn().Str("peer", name).Str("epoch", epochHex(e)).Int("groups", len(groups)).Msg("cluster: peer lost")
+	n.log.Warn().Str("peer", name).Str("epoch", epochHex(e)).Str("by", how).Int("groups", len(groups)).Msg("cluster: peer lost")
 	for _, ig := range ins {
 		ig.reset()
 		groups[ig.group] = struct{}{}
 	}
 	for g := range groups {
-		n.closeGroupLocal(g, statusMissed, reasonMissed, "peer_lost")
+		n.closeGroupLocal(g, verdict, statusMissed, reasonMissed, "peer_lost")
 	}
-	n.purge(keys)
+	n.purge(keys, jetstream.KeyValuePurge)
 }
 
 // peerLeft checks a peer's goodbye: once this node has had time to dispatch
@@ -243,7 +256,8 @@ func (n *Node) peerLeft(hb beat) {
 	case <-time.After(n.cfg.PeerTimeout):
 	}
 	n.mu.Lock()
-	n.dead[hb.Epoch] = time.Now()
+	verdict := time.Now()
+	n.dead[hb.Epoch] = verdict
 	groups, keys := n.forgetEpochLocked(hb.Epoch)
 	ins := n.takeInLocked(func(k inKey) bool { return k.epoch == hb.Epoch })
 	n.mu.Unlock()
@@ -252,10 +266,10 @@ func (n *Node) peerLeft(hb beat) {
 		got := ig.received()
 		ig.reset()
 		if got < hb.Finals[ig.g64] {
-			n.closeGroupLocal(ig.group, statusMissed, reasonMissed, "peer_lost")
+			n.closeGroupLocal(ig.group, verdict, statusMissed, reasonMissed, "peer_lost")
 		}
 	}
-	n.purge(keys)
+	n.purge(keys, jetstream.KeyValueDelete)
 }
 
 // fenced: the others declared this node lost while it was frozen or cut

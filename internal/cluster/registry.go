@@ -183,6 +183,16 @@ func (n *Node) applyEntry(e jetstream.KeyValueEntry) {
 			closeWith = c.c
 		}
 	default: // deleted or purged
+		if old, ok := gi.get(id); ok && e.Operation() == jetstream.KeyValuePurge && n.peers[old.Epoch] != nil {
+			// Another node declared old's node lost and purged its
+			// entries: this node follows the verdict now rather than at
+			// its own timeout, which could come after a member joined
+			// here on seeing the purge (and close it for nothing).
+			n.mu.Unlock()
+			n.peerLost(old.Epoch, "registry")
+			n.mu.Lock()
+			gi = n.index[group]
+		}
 		if gi != nil {
 			if old, ok := gi.members[id]; ok {
 				delete(gi.members, id)
@@ -199,6 +209,8 @@ func (n *Node) applyEntry(e jetstream.KeyValueEntry) {
 			delete(n.claims, e.Key())
 			closeWith, code, reason = c.c, statusMissed, reasonMissed
 			n.met.loss("purged")
+			n.log.Warn().Str("group", group).Str("id", id).Uint64("claimed", c.rev).Uint64("removed", e.Revision()).
+				Int("code", int(code)).Str("cause", "purged").Msg("cluster: a member here was removed from the registry by another node")
 		}
 	}
 	n.mu.Unlock()
@@ -260,10 +272,13 @@ func (n *Node) release(cl *claim) {
 	n.met.registryOp("delete", err, time.Since(start))
 }
 
-// purge deletes registry entries of a lost node (conditionally: a newer
-// claim of the same key stays). Every survivor tries; all but one fail,
-// harmlessly.
-func (n *Node) purge(keys map[string]uint64) {
+// purge removes registry entries that outlived their members
+// (conditionally: a newer claim of the same key stays). Every survivor
+// tries; all but one fail, harmlessly. The operation tells the others why:
+// a delete is a member's leave (after its node said goodbye, or left over
+// from a reconnect), a purge is the verdict that its node was lost, which
+// every node then shares at once (see applyEntry).
+func (n *Node) purge(keys map[string]uint64, op jetstream.KeyValueOp) {
 	if len(keys) == 0 {
 		return
 	}
@@ -272,7 +287,12 @@ func (n *Node) purge(keys map[string]uint64) {
 		defer n.wg.Done()
 		for k, rev := range keys {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := n.kv().Delete(ctx, k, jetstream.LastRevision(rev))
+			var err error
+			if op == jetstream.KeyValuePurge {
+				err = n.kv().Purge(ctx, k, jetstream.LastRevision(rev))
+			} else {
+				err = n.kv().Delete(ctx, k, jetstream.LastRevision(rev))
+			}
 			cancel()
 			n.met.registryOp("purge", err, 0)
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -207,12 +208,16 @@ func (s *Server) DeliverRemote(groupName, from, to string, typ websocket.Message
 	return err
 }
 
-// CloseGroup closes every member of groupName on this node with code and
-// reason.
-func (s *Server) CloseGroup(groupName string, code websocket.StatusCode, reason string) {
+// CloseGroup closes the members of groupName on this node that connected
+// before cutoff (every member if cutoff is zero) with code and reason. A
+// member that came later cannot have missed what the caller is closing the
+// group for.
+func (s *Server) CloseGroup(groupName string, cutoff time.Time, code websocket.StatusCode, reason string) {
 	if g := s.registry.Get(groupName); g != nil {
 		for _, m := range g.Members() {
-			m.Close(code, reason)
+			if cutoff.IsZero() || m.Since.Before(cutoff) {
+				m.Close(code, reason)
+			}
 		}
 	}
 }
