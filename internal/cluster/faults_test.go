@@ -486,12 +486,19 @@ func TestSlowRemoteReceiverBackpressure(t *testing.T) {
 }
 
 // TestSlowRemoteReceiverDisconnect: under disconnect, the same frozen
-// receiver is closed with 1008 and the sender never waits for it.
+// receiver is closed with 1008 and the sender never waits for it. (f's
+// queue holds all 40 MiB: a reader starved of CPU on a busy machine may
+// fall a message or two behind, which with a 1 MiB queue would rightly
+// close it too.)
 func TestSlowRemoteReceiverDisconnect(t *testing.T) {
-	_, nodes := cluster3(t, nodeOpts{fwd: func(o *forward.Options) {
-		o.SlowConsumer = forward.Disconnect
-		o.SendQueueBytes = 1 << 20
-	}})
+	ns := natstest.Start(t)
+	queue := func(bytes int64) nodeOpts {
+		return nodeOpts{fwd: func(o *forward.Options) {
+			o.SlowConsumer = forward.Disconnect
+			o.SendQueueBytes = bytes
+		}}
+	}
+	nodes := []*node{startNode(t, ns, "n1", queue(1<<20)), startNode(t, ns, "n2", queue(1<<20)), startNode(t, ns, "n3", queue(64<<20))}
 	a := dial(t, nodes[0], "a", "g")
 	gate := make(chan struct{})
 	dialGated(t, nodes[1], "r", "g", gate)
