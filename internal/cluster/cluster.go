@@ -146,6 +146,13 @@ type Node struct {
 	order     jetstream.KeyValue   // stream order leases (order.go)
 	leases    map[placedKey]*lease // held, by stream
 	data      *nats.Subscription   // static after Start
+
+	// Batches waiting for the flusher (out.go).
+	flushMu   sync.Mutex
+	dirty     []*outGroup // groups with a batch (a group may appear twice)
+	spare     []*outGroup
+	flushWake chan struct{} // cap 1
+	batched   atomic.Int64  // bytes in every group's batch
 }
 
 // New returns a node for local; Start connects it.
@@ -168,6 +175,8 @@ func New(cfg Config, local *forward.Server, log zerolog.Logger, m *metrics.Metri
 		out:     map[string]*outGroup{},
 		in:      map[inKey]*inGroup{},
 		leases:  map[placedKey]*lease{},
+
+		flushWake: make(chan struct{}, 1),
 	}
 	n.epoch.Store(newEpoch())
 	n.met = newBusMetrics(m, n)
@@ -263,9 +272,10 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.alive.Store(time.Now().UnixNano())
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.heartbeats()
 	go n.probe()
+	go n.flusher()
 	n.log.Info().Str("epoch", epochHex(n.epoch.Load())).Str("nats", nc.ConnectedUrlRedacted()).
 		Int("chunk_bytes", n.chunk).Msg("cluster: joined")
 	return nil
@@ -311,6 +321,7 @@ func (n *Node) Close() {
 	if n.nc == nil {
 		return
 	}
+	n.flushAll()
 	n.sendBye()
 	_ = n.nc.FlushTimeout(2 * time.Second)
 	n.stopWatcher()

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"errors"
 	"io"
 	"sync"
@@ -93,13 +94,33 @@ func (n *Node) onData(msg *natsMsg) {
 	if testSlowDispatch != nil {
 		testSlowDispatch(n)
 	}
+	n.met.received(len(msg.Data))
+	g64 := msg.Subject[len(n.dataSub):]
+	data := msg.Data
+	if len(data) == 0 || data[0] != batchVersion {
+		n.onChunk(g64, data)
+		return
+	}
+	for data = data[1:]; len(data) > 0; {
+		if len(data) < 4 || int(binary.BigEndian.Uint32(data)) > len(data)-4 {
+			n.met.loss("malformed")
+			return // what is lost shows as a gap
+		}
+		size := int(binary.BigEndian.Uint32(data))
+		n.onChunk(g64, data[4:4+size])
+		data = data[4+size:]
+	}
+}
+
+// onChunk dispatches one chunk to group g64.
+func (n *Node) onChunk(g64 string, data []byte) {
 	var h header
-	payload, err := parseHeader(msg.Data, &h)
+	payload, err := parseHeader(data, &h)
 	if err != nil {
 		n.met.loss("malformed")
 		return
 	}
-	n.met.received(len(msg.Data))
+	n.met.chunk()
 	if h.epoch == n.epoch.Load() {
 		return
 	}
@@ -109,7 +130,7 @@ func (n *Node) onData(msg *natsMsg) {
 	if dead {
 		return
 	}
-	ig := n.inGroup(inKey{h.epoch, msg.Subject[len(n.dataSub):]})
+	ig := n.inGroup(inKey{h.epoch, g64})
 	if ig == nil {
 		return
 	}

@@ -75,9 +75,17 @@ func (b *busMetrics) loss(reason string) {
 	}
 }
 
-func (b *busMetrics) published(n int) { b.pubMsgs.Inc(); b.pubBytes.Add(float64(n)) }
-func (b *busMetrics) received(n int)  { b.recvMsgs.Inc(); b.recvBytes.Add(float64(n)) }
-func (b *busMetrics) publishFailed()  { b.pubFailed.Inc() }
+// published counts chunks handed to NATS in one bus message of n bytes.
+func (b *busMetrics) published(chunks, n int) {
+	b.pubMsgs.Add(float64(chunks))
+	b.pubBytes.Add(float64(n))
+}
+
+// received counts one bus message of n bytes, and chunks counts each chunk
+// in it.
+func (b *busMetrics) received(n int) { b.recvBytes.Add(float64(n)) }
+func (b *busMetrics) chunk()         { b.recvMsgs.Inc() }
+func (b *busMetrics) publishFailed() { b.pubFailed.Inc() }
 
 func (b *busMetrics) creditWait(d time.Duration) {
 	b.creditWaits.Inc()

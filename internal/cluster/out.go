@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"encoding/binary"
 	"sync"
 	"time"
 
@@ -18,8 +19,12 @@ type outGroup struct {
 	// per origin and group).
 	sem chan struct{}
 
-	// Owned by the writer holding sem.
-	buf []byte
+	// pub orders the group's chunks on the bus: a chunk is numbered and
+	// published (or batched) under it, by a writer, a sync or the flusher.
+	pub    sync.Mutex
+	batch  []byte // small chunks not yet published (a batch message), nil if none
+	nbatch int    // chunks in batch
+	one    []byte // a chunk published alone
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -187,31 +192,156 @@ func (w *writer) publish(kind byte, p []byte, last bool) error {
 			h.flags |= flagText
 		}
 	}
+	var numbered func(uint64)
+	if h.flags&flagOrdered != 0 {
+		numbered = func(seq uint64) { w.n.holdLease(og, w.lease, seq) }
+	}
+	w.started = true
+	w.n.emit(og, &h, p, numbered)
+	return nil
+}
+
+// Batching. Small chunks (most messages are one) cost NATS, and every node
+// receiving them, about as much per bus message as large ones: a group's
+// small chunks are gathered into one bus message, a batch, published by
+// the node's flusher goroutine as soon as it runs, or at once when the
+// batch is full. Nothing waits for a timer: an idle node publishes each
+// chunk almost at once, a busy one gathers more per bus message the busier
+// it is. Sequence numbers are given in the order chunks enter the batch,
+// under the group's pub lock, so the group's chunks reach NATS in order
+// whichever path they take.
+const (
+	// batchBytes is the most a batch holds, unless a chunk (which fits
+	// NATS's max_payload) is smaller: a quarter of it or more is published
+	// alone.
+	batchBytes = 64 << 10
+	// batchedMax bounds the bytes waiting in every group's batch together
+	// (a starved flusher, many groups): past it, a writer publishes its
+	// group's batch itself.
+	batchedMax = 4 << 20
+)
+
+// emit numbers the chunk (h, p) and puts it on the bus. numbered, if set,
+// learns its sequence number before anyone else can.
+func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)) {
+	og.pub.Lock()
+	defer og.pub.Unlock()
 	og.mu.Lock()
 	og.seq++
 	h.seq, h.off = og.seq, og.off
 	og.off += int64(len(p))
 	og.mu.Unlock()
-	if h.flags&flagOrdered != 0 {
-		w.n.holdLease(og, w.lease, h.seq)
+	if numbered != nil {
+		numbered(h.seq)
 	}
-	og.buf = appendHeader(og.buf[:0], &h)
-	og.buf = append(og.buf, p...)
-	if cap(og.buf) > 2*(w.n.chunk+maxHeaderBytes) {
-		defer func() { og.buf = nil }()
-	}
-	w.started = true
 	if testDropChunk != nil && testDropChunk(og.name, h.seq) {
-		return nil // lost on the way, as far as anyone can tell
+		return // lost on the way, as far as anyone can tell
 	}
-	if err := w.n.nc.Publish(og.subject, og.buf); err != nil {
-		// The receivers see the gap, at the latest through the sync
-		// sent to every group once the bus is back.
-		w.n.met.publishFailed()
-		return nil
+	size := headerLen + len(h.from) + len(h.to) + len(p)
+	limit := min(batchBytes, n.chunk)
+	if len(og.batch)+4+size > limit {
+		n.flushLocked(og)
 	}
-	w.n.met.published(len(og.buf))
-	return nil
+	if size >= limit/4 {
+		og.one = appendHeader(og.one[:0], h)
+		og.one = append(og.one, p...)
+		n.publishBus(og, og.one, 1)
+		if cap(og.one) > 2*(n.chunk+maxHeaderBytes) {
+			og.one = nil
+		}
+		return
+	}
+	if len(og.batch) == 0 {
+		og.batch = append(n.getBatch(), batchVersion)
+		n.markDirty(og)
+	}
+	og.batch = binary.BigEndian.AppendUint32(og.batch, uint32(size))
+	og.batch = appendHeader(og.batch, h)
+	og.batch = append(og.batch, p...)
+	og.nbatch++
+	if n.batched.Add(int64(4+size)) > batchedMax {
+		n.flushLocked(og)
+	}
+}
+
+// flushLocked publishes the group's batch, if it has one (og.pub held).
+func (n *Node) flushLocked(og *outGroup) {
+	if len(og.batch) == 0 {
+		return
+	}
+	n.publishBus(og, og.batch, og.nbatch)
+	n.batched.Add(-int64(len(og.batch) - 1))
+	n.putBatch(og.batch)
+	og.batch, og.nbatch = nil, 0
+}
+
+// publishBus hands one bus message to NATS. A failed publish (the bus is
+// gone) is not an error to the sender: the chunks' sequence numbers are
+// spent, so the other nodes see the gap (the sync sent once the bus is back
+// shows it if nothing else does).
+func (n *Node) publishBus(og *outGroup, data []byte, chunks int) {
+	if err := n.nc.Publish(og.subject, data); err != nil {
+		n.met.publishFailed()
+		return
+	}
+	n.met.published(chunks, len(data))
+}
+
+// markDirty queues og for the flusher.
+func (n *Node) markDirty(og *outGroup) {
+	n.flushMu.Lock()
+	n.dirty = append(n.dirty, og)
+	n.flushMu.Unlock()
+	select {
+	case n.flushWake <- struct{}{}:
+	default:
+	}
+}
+
+// flusher publishes the groups' batches whenever there are some, until the
+// node closes.
+func (n *Node) flusher() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.flushWake:
+		case <-n.closed:
+			return
+		}
+		n.flushAll()
+	}
+}
+
+// flushAll publishes every batch waiting.
+func (n *Node) flushAll() {
+	n.flushMu.Lock()
+	dirty := n.dirty
+	n.dirty, n.spare = n.spare, nil // never one array in two hands
+	n.flushMu.Unlock()
+	for i, og := range dirty {
+		og.pub.Lock()
+		n.flushLocked(og)
+		og.pub.Unlock()
+		dirty[i] = nil
+	}
+	n.flushMu.Lock()
+	if n.spare == nil {
+		n.spare = dirty[:0]
+	}
+	n.flushMu.Unlock()
+}
+
+// Batch buffers are shared by the node's groups: a group holds one only
+// while it has chunks waiting.
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func (n *Node) getBatch() []byte { return (*batchPool.Get().(*[]byte))[:0] }
+
+func (n *Node) putBatch(b []byte) {
+	if cap(b) <= 2*batchBytes {
+		b = b[:0]
+		batchPool.Put(&b)
+	}
 }
 
 // Test hooks, set only by tests before any node starts.
@@ -382,16 +512,12 @@ func (n *Node) sendSyncs() {
 	n.mu.Unlock()
 	for _, og := range outs {
 		// Without the group's place on the bus: a sync in the middle of
-		// a message is skipped by receivers that missed nothing.
-		og.mu.Lock()
-		if og.seq == 0 {
-			og.mu.Unlock()
+		// a message is skipped by receivers that missed nothing. If it
+		// fails, the bus is gone again: the next reconnect syncs.
+		if og.sent() == 0 {
 			continue
 		}
-		og.seq++
-		h := header{kind: kindSync, epoch: n.epoch.Load(), seq: og.seq, off: og.off}
-		og.mu.Unlock()
-		// If this fails, the bus is gone again: the next reconnect syncs.
-		_ = n.nc.Publish(og.subject, appendHeader(nil, &h))
+		n.emit(og, &header{kind: kindSync, epoch: n.epoch.Load()}, nil, nil)
 	}
+	n.flushAll()
 }

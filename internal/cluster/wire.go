@@ -24,9 +24,14 @@ import (
 // A sync carries nothing: the origin lost chunks of this group (its
 // publishes failed while it was cut off), and its seq makes the loss show as
 // a gap at every receiver.
+//
+// A batch is one bus message holding several small chunks of one group, in
+// order: the byte batchVersion, then for each chunk its length (4 bytes,
+// big-endian) and the chunk as above.
 const (
-	wireVersion = 1
-	headerLen   = 32
+	wireVersion  = 1
+	batchVersion = 2
+	headerLen    = 32
 
 	kindData  = 1
 	kindAbort = 2
