@@ -24,7 +24,6 @@ type outGroup struct {
 	pub    sync.Mutex
 	batch  []byte // small chunks not yet published (a batch message), nil if none
 	nbatch int    // chunks in batch
-	one    []byte // a chunk published alone
 
 	// Guarded by mu.
 	mu      sync.Mutex
@@ -243,16 +242,14 @@ func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)
 		n.flushLocked(og)
 	}
 	if size >= limit/4 {
-		og.one = appendHeader(og.one[:0], h)
-		og.one = append(og.one, p...)
-		n.publishBus(og, og.one, 1)
-		if cap(og.one) > 2*(n.chunk+maxHeaderBytes) {
-			og.one = nil
-		}
+		b := appendHeader(n.getBuf(), h)
+		b = append(b, p...)
+		n.publishBus(og, b, 1)
+		n.putBuf(b)
 		return
 	}
 	if len(og.batch) == 0 {
-		og.batch = append(n.getBatch(), batchVersion)
+		og.batch = append(n.getBuf(), batchVersion)
 		n.markDirty(og)
 	}
 	og.batch = binary.BigEndian.AppendUint32(og.batch, uint32(size))
@@ -271,7 +268,7 @@ func (n *Node) flushLocked(og *outGroup) {
 	}
 	n.publishBus(og, og.batch, og.nbatch)
 	n.batched.Add(-int64(len(og.batch) - 1))
-	n.putBatch(og.batch)
+	n.putBuf(og.batch)
 	og.batch, og.nbatch = nil, 0
 }
 
@@ -331,16 +328,16 @@ func (n *Node) flushAll() {
 	n.flushMu.Unlock()
 }
 
-// Batch buffers are shared by the node's groups: a group holds one only
-// while it has chunks waiting.
-var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+// Buffers for bus messages are shared by every group (NATS copies what is
+// published): a group holds one only while it has a batch waiting.
+var busBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-func (n *Node) getBatch() []byte { return (*batchPool.Get().(*[]byte))[:0] }
+func (n *Node) getBuf() []byte { return (*busBufs.Get().(*[]byte))[:0] }
 
-func (n *Node) putBatch(b []byte) {
-	if cap(b) <= 2*batchBytes {
+func (n *Node) putBuf(b []byte) {
+	if cap(b) <= 2*(n.chunk+maxHeaderBytes) {
 		b = b[:0]
-		batchPool.Put(&b)
+		busBufs.Put(&b)
 	}
 }
 
