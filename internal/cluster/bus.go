@@ -148,7 +148,7 @@ func (n *Node) busBack() {
 		}
 		n.mu.Unlock()
 		n.sendSyncs()
-		n.alive.Store(time.Now().UnixNano())
+		n.alive.Store(now.UnixNano()) // before the syncs: no round trip covers them yet
 		n.downSince.Store(0)
 		n.connected.Store(true)
 		n.met.up.Set(1)

@@ -62,6 +62,19 @@ type Config struct {
 	// PendingMessages, if not 0, is the data subscription's pending limit
 	// in messages (tests force NATS slow consumers with a small one).
 	PendingMessages int
+
+	// Idle, if not 0, is how long a group's bus state (its sequence
+	// numbers, on the sending and the receiving side) outlives its last
+	// chunk; 0: the larger of 1 minute, twice PeerTimeout and twice
+	// WriteTimeout.
+	Idle time.Duration
+}
+
+func (c *Config) idle() time.Duration {
+	if c.Idle > 0 {
+		return c.Idle
+	}
+	return max(time.Minute, 2*c.PeerTimeout, 2*c.WriteTimeout)
 }
 
 // Defaults for the flags.
@@ -153,6 +166,8 @@ type Node struct {
 	spare     []*outGroup
 	flushWake chan struct{} // cap 1
 	batched   atomic.Int64  // bytes in every group's batch
+
+	offFloor int64 // past the offsets of every outGroup forgotten (guarded by mu)
 }
 
 // New returns a node for local; Start connects it.

@@ -57,3 +57,11 @@ func labelValue(t testing.TB, n *node, name, label, value string) float64 {
 	}
 	return 0
 }
+
+// states is the number of groups this node keeps sending state for, and of
+// (origin, group) states it keeps receiving.
+func (n *Node) states() (out, in int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.out), len(n.in)
+}

@@ -37,6 +37,8 @@ type inGroup struct {
 	g64   string
 
 	mu       sync.Mutex
+	gone     bool   // forgotten (forgetIdleIn): a chunk must go to a new state
+	last     time.Time
 	expect   uint64 // next sequence number; 0: none seen yet
 	open     bool   // the last chunk queued left a message unfinished
 	q        []chunk
@@ -130,11 +132,18 @@ func (n *Node) onChunk(g64 string, data []byte) {
 	if dead {
 		return
 	}
-	ig := n.inGroup(inKey{h.epoch, g64})
-	if ig == nil {
-		return
+	var ig *inGroup
+	var why string
+	for {
+		if ig = n.inGroup(inKey{h.epoch, g64}); ig == nil {
+			return
+		}
+		var gone bool
+		if why, gone = ig.add(&h, payload); !gone {
+			break
+		}
 	}
-	if why := ig.add(&h, payload); why != "" {
+	if why != "" {
 		code, reason := statusMissed, reasonMissed
 		if why == "overflow" {
 			code, reason = websocket.StatusPolicyViolation, "slow consumer"
@@ -143,38 +152,68 @@ func (n *Node) onChunk(g64 string, data []byte) {
 	}
 }
 
+// forgetIdleIn drops the state of every (origin, group) this node has
+// received nothing from for --idle and has nothing of in flight. A chunk
+// after that starts a new state, which takes whatever sequence number
+// comes first. (A chunk lost just then would go unseen, but nothing here
+// loses one without noticing: NATS drops only for a slow consumer, and the
+// link drops only with the bus lost, both of which close the groups that
+// span nodes.)
+func (n *Node) forgetIdleIn(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for k, ig := range n.in {
+		ig.mu.Lock()
+		if !ig.running && !ig.open && len(ig.q) == 0 && ig.flush == nil && now.Sub(ig.last) >= n.cfg.idle() {
+			ig.gone = true
+			delete(n.in, k)
+		}
+		ig.mu.Unlock()
+	}
+}
+
 // add queues a chunk. It returns why the group's members here must be
 // closed, if they must: "gap" (a chunk was lost) or "overflow" (this node
 // fell more than the allowance behind; under backpressure the origin keeps
-// within the window, so only a node that cannot keep up gets there).
-func (ig *inGroup) add(h *header, payload []byte) string {
+// within the window, so only a node that cannot keep up gets there); or
+// gone if this state was forgotten meanwhile (nothing done: the caller
+// tries again with a new one).
+func (ig *inGroup) add(h *header, payload []byte) (why string, gone bool) {
 	ig.mu.Lock()
 	defer ig.mu.Unlock()
-	var why string
-	if ig.expect != 0 && h.seq != ig.expect {
+	if ig.gone {
+		return "", true
+	}
+	ig.last = time.Now()
+	// Sequence number 1 is a fresh start: the origin forgot its state for
+	// the group after it sent nothing for a while (forgetIdleOut), and
+	// everything it sent before is in NATS. Unless a message is open here:
+	// then the message's end was lost.
+	fresh := h.seq == 1 && !ig.open
+	if ig.expect != 0 && h.seq != ig.expect && !fresh {
 		why = "gap"
 		ig.resetLocked()
 	}
 	ig.expect = h.seq + 1
 	if h.kind == kindSync {
-		return why
+		return why, false
 	}
 	first := h.kind == kindData && h.flags&flagFirst != 0
 	if !ig.open {
 		if !first || !ig.n.local.HasGroup(ig.group) {
 			// Nobody here to deliver to, or the rest of a message that
 			// started before this node was listening (or was reset).
-			return why
+			return why, false
 		}
 	} else if first {
 		// A new message while one is open: chunks went missing without
 		// a gap in numbering (cannot happen with a well-behaved origin).
 		ig.resetLocked()
-		return "gap"
+		return "gap", false
 	}
 	if ig.qBytes+int64(len(payload)) > ig.n.allowance() {
 		ig.resetLocked()
-		return "overflow"
+		return "overflow", false
 	}
 	ig.open = !(h.kind == kindAbort || h.flags&flagLast != 0)
 	ig.q = append(ig.q, chunk{*h, payload})
@@ -190,7 +229,7 @@ func (ig *inGroup) add(h *header, payload []byte) string {
 		default:
 		}
 	}
-	return why
+	return why, false
 }
 
 // allowance is how far a receiving node may fall behind an origin in one

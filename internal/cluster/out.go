@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/wsproxy/wsproxy/internal/forward"
@@ -25,6 +26,10 @@ type outGroup struct {
 	batch  []byte // small chunks not yet published (a batch message), nil if none
 	nbatch int    // chunks in batch
 
+	refs    int          // writers and syncs using it (guarded by Node.mu)
+	batched atomic.Bool  // batch is not empty
+	last    atomic.Int64 // when the last chunk was numbered (UnixNano)
+
 	// Guarded by mu.
 	mu      sync.Mutex
 	seq     uint64 // chunks sent so far
@@ -40,6 +45,7 @@ type credit struct {
 	blocked  time.Time // since when this node holds a sender back (zero: it does not)
 }
 
+// outGroup returns the group's state, held until releaseOut.
 func (n *Node) outGroup(name string) *outGroup {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -52,10 +58,42 @@ func (n *Node) outGroup(name string) *outGroup {
 			credits: map[uint64]*credit{},
 			cut:     map[uint64]bool{},
 			wake:    make(chan struct{}),
+			// Offsets start past every forgotten state's: a late
+			// credit for an earlier state grants nothing here.
+			off: n.offFloor,
 		}
 		n.out[name] = og
 	}
+	og.refs++
 	return og
+}
+
+func (n *Node) releaseOut(og *outGroup) {
+	n.mu.Lock()
+	og.refs--
+	n.mu.Unlock()
+}
+
+// forgetIdleOut drops the state of every group this node has not sent to
+// for --idle (nobody using it, nothing waiting in its batch), once a round
+// trip to NATS has followed its last chunk: everything it sent is in NATS,
+// so no sync will ever be needed for it. The next message to the group
+// starts its numbering over at 1, which receivers take as a fresh start
+// (in.go). Without this, every group ever sent to would be kept forever.
+func (n *Node) forgetIdleOut(now time.Time) {
+	alive := n.alive.Load()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for name, og := range n.out {
+		last := og.last.Load()
+		if og.refs > 0 || og.batched.Load() || last >= alive || now.Sub(time.Unix(0, last)) < n.cfg.idle() {
+			continue
+		}
+		og.mu.Lock()
+		n.offFloor = max(n.offFloor, og.off)
+		og.mu.Unlock()
+		delete(n.out, name)
+	}
 }
 
 func (og *outGroup) sent() uint64 {
@@ -114,10 +152,12 @@ func (w *writer) Write(p []byte) error {
 }
 
 func (w *writer) End() {
-	if !w.held || w.done {
+	if w.done {
 		return
 	}
-	_ = w.send(kindData, nil, true)
+	if w.held {
+		_ = w.send(kindData, nil, true)
+	}
 	w.finish()
 }
 
@@ -141,22 +181,27 @@ func (w *writer) Send(p []byte) error {
 }
 
 func (w *writer) Abort() {
-	if !w.held || w.done {
+	if w.done {
 		return
 	}
-	if w.started {
+	if w.held && w.started {
 		_ = w.publish(kindAbort, nil, false)
 	}
 	w.finish()
 }
 
+// finish ends the writer: it gives back the group's place on the bus and
+// its hold on the group's state.
 func (w *writer) finish() {
 	w.done = true
-	w.held = false
-	<-w.og.sem
+	if w.held {
+		w.held = false
+		<-w.og.sem
+	}
 	if w.lease != nil && !w.started {
 		w.n.releaseLease(w.lease) // never handed over to holdLease
 	}
+	w.n.releaseOut(w.og)
 }
 
 // send waits for room for p (as the policy says) and publishes it.
@@ -230,6 +275,7 @@ func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)
 	h.seq, h.off = og.seq, og.off
 	og.off += int64(len(p))
 	og.mu.Unlock()
+	defer og.last.Store(time.Now().UnixNano()) // after its publish, if it is not batched
 	if numbered != nil {
 		numbered(h.seq)
 	}
@@ -250,6 +296,7 @@ func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)
 	}
 	if len(og.batch) == 0 {
 		og.batch = append(n.getBuf(), batchVersion)
+		og.batched.Store(true)
 		n.markDirty(og)
 	}
 	og.batch = binary.BigEndian.AppendUint32(og.batch, uint32(size))
@@ -270,6 +317,8 @@ func (n *Node) flushLocked(og *outGroup) {
 	n.batched.Add(-int64(len(og.batch) - 1))
 	n.putBuf(og.batch)
 	og.batch, og.nbatch = nil, 0
+	og.last.Store(time.Now().UnixNano())
+	og.batched.Store(false)
 }
 
 // publishBus hands one bus message to NATS. A failed publish (the bus is
@@ -504,9 +553,15 @@ func (n *Node) sendSyncs() {
 	n.mu.Lock()
 	outs := make([]*outGroup, 0, len(n.out))
 	for _, og := range n.out {
+		og.refs++
 		outs = append(outs, og)
 	}
 	n.mu.Unlock()
+	defer func() {
+		for _, og := range outs {
+			n.releaseOut(og)
+		}
+	}()
 	for _, og := range outs {
 		// Without the group's place on the bus: a sync in the middle of
 		// a message is skipped by receivers that missed nothing. If it

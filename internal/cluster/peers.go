@@ -54,6 +54,9 @@ func (n *Node) heartbeats() {
 		}
 		n.checkPeers()
 		n.checkBusLost()
+		now := time.Now()
+		n.forgetIdleOut(now)
+		n.forgetIdleIn(now)
 	}
 }
 
@@ -74,9 +77,12 @@ func (n *Node) probe() {
 		if !n.nc.IsConnected() {
 			continue
 		}
+		// alive is when the round trip started: what was published
+		// before then is in NATS.
+		start := time.Now()
 		err := n.nc.FlushTimeout(n.cfg.PeerTimeout / 2)
 		if err == nil {
-			n.alive.Store(time.Now().UnixNano())
+			n.alive.Store(start.UnixNano())
 			continue
 		}
 		// A round trip can wait behind a window of data on a busy
