@@ -37,10 +37,10 @@ type inGroup struct {
 	g64   string
 
 	mu       sync.Mutex
-	gone     bool   // forgotten (forgetIdleIn): a chunk must go to a new state
-	last     time.Time
-	expect   uint64 // next sequence number; 0: none seen yet
-	open     bool   // the last chunk queued left a message unfinished
+	gone     bool      // forgotten (forgetIdleIn): a chunk must go to a new state
+	last     time.Time // when the last chunk came
+	expect   uint64    // next sequence number; 0: none seen yet
+	open     bool      // the last chunk queued left a message unfinished
 	q        []chunk
 	qBytes   int64
 	running  bool          // a worker runs
