@@ -284,10 +284,11 @@ func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)
 	}
 	size := headerLen + len(h.from) + len(h.to) + len(p)
 	limit := min(batchBytes, n.chunk)
-	if len(og.batch)+4+size > limit {
-		n.flushLocked(og)
+	alone := size >= limit/4
+	if alone || len(og.batch)+4+size > limit {
+		n.flushLocked(og) // what came before goes first
 	}
-	if size >= limit/4 {
+	if alone {
 		b := appendHeader(n.getBuf(), h)
 		b = append(b, p...)
 		n.publishBus(og, b, 1)
@@ -354,6 +355,9 @@ func (n *Node) flusher() {
 		case <-n.closed:
 			return
 		}
+		if testBeforeFlush != nil {
+			testBeforeFlush()
+		}
 		n.flushAll()
 	}
 }
@@ -399,6 +403,8 @@ var (
 	testSlowDispatch func(n *Node)
 	// testNoHeartbeat, if it returns true, keeps n from sending heartbeats.
 	testNoHeartbeat func(n *Node) bool
+	// testBeforeFlush runs in the flusher before it publishes the batches.
+	testBeforeFlush func()
 )
 
 // waitRoom waits until sending size more bytes to og keeps every other node
