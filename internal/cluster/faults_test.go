@@ -590,3 +590,65 @@ func TestPeerLostAfterAnotherPurged(t *testing.T) {
 		t.Errorf("d closed with %d %q, want 4004", code, d.reason)
 	}
 }
+
+// TestNATSServerLost: NATS runs as a cluster of three servers, the buckets
+// with three replicas, each node on its own server. The server leading the
+// member registry stops: the node on it moves to another server; meanwhile
+// it is not ready and its members of groups that span nodes get 4004, as
+// with any loss of the bus; the others' members get everything its member
+// sent or a gap-free prefix and 4004; a group on the two other nodes only
+// is untouched. The registry survives (another replica leads it): once the
+// node is ready again, new members join on every node and talk.
+func TestNATSServerLost(t *testing.T) {
+	ss := natstest.StartCluster(t, 3)
+	nodes := []*node{startNode(t, ss[0], "n1", nodeOpts{}), startNode(t, ss[1], "n2", nodeOpts{}), startNode(t, ss[2], "n3", nodeOpts{})}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	stream, err := nodes[0].bus.js.Stream(ctx, "KV_test_members")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := stream.CachedInfo().Config.Replicas; r != 3 {
+		t.Fatalf("the registry has %d replicas on a three-server NATS, want 3", r)
+	}
+	k := -1
+	for i, s := range ss {
+		if cl := stream.CachedInfo().Cluster; cl != nil && cl.Leader == s.Server().Name() {
+			k = i
+		}
+	}
+	if k < 0 {
+		t.Fatal("no server leads the registry")
+	}
+	hit, o1, o2 := nodes[k], nodes[(k+1)%3], nodes[(k+2)%3]
+	a, b, c := dial(t, hit, "a", "g"), dial(t, o1, "b", "g"), dial(t, o2, "c", "g")
+	p, q := dial(t, o1, "p", "solo"), dial(t, o2, "q", "solo")
+	waitMembers(t, "g", 3, nodes...)
+	waitMembers(t, "solo", 2, nodes...)
+	tr, ts := flow(a), flow(p)
+	waitFor(t, 20*time.Second, "traffic", func() bool { return b.count() > 10 && c.count() > 10 && q.count() > 10 })
+	ss[k].Stop()
+	if code := a.waitClosed(20 * time.Second); code != statusMissed {
+		t.Errorf("a (on the node whose NATS server stopped) closed with %d %q, want 4004", code, a.reason)
+	}
+	waitFor(t, 30*time.Second, hit.name+" ready again", func() bool { return hit.fwd.Ready() == nil })
+	sent, solo := tr.halt(), ts.halt()
+	for _, r := range []*client{b, c} {
+		settle(t, sent, tr.ended(), r)
+		judgeEnded(t, r, sent, tr.ended(), statusMissed)
+	}
+	settle(t, solo, nil, q)
+	if !judge(t, q, solo) || !isOpen(q) {
+		t.Error("the group on the two other nodes only was harmed")
+	}
+	xs := []*client{dial(t, hit, "x1", "h"), dial(t, o1, "x2", "h"), dial(t, o2, "x3", "h")}
+	waitMembers(t, "h", 3, nodes...)
+	msgs := binMsgs("x1", 5, 100)
+	if err := <-sendAll(xs[0], msgs); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range xs[1:] {
+		x.waitCount(5, 20*time.Second)
+		judge(t, x, map[string][]rcvd{"x1": msgs})
+	}
+}

@@ -35,6 +35,7 @@ func (n *Node) bindOrder(ctx context.Context) error {
 		Storage:     jetstream.MemoryStorage,
 		History:     1,
 		TTL:         n.leaseTTL(),
+		Replicas:    n.replicas(),
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: order bucket: %w", err)

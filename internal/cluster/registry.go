@@ -80,6 +80,7 @@ func (n *Node) bindRegistry(ctx context.Context) error {
 		Description: "wsproxy members: m.<group>.<id> -> the node holding it",
 		Storage:     jetstream.MemoryStorage,
 		History:     1,
+		Replicas:    n.replicas(),
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: registry bucket: %w", err)
@@ -422,6 +423,16 @@ func idOf(key string) string {
 func (n *Node) claimValue() []byte {
 	v, _ := json.Marshal(regValue{Epoch: n.epoch.Load(), Node: n.cfg.Node, Since: time.Now().UnixMilli()})
 	return v
+}
+
+// replicas is how many copies of the buckets NATS keeps: three when NATS
+// runs as a cluster of three servers or more (the buckets survive one
+// server lost), else one. Two would not survive either server's loss.
+func (n *Node) replicas() int {
+	if len(n.nc.Servers()) >= 3 {
+		return 3
+	}
+	return 1
 }
 
 // kv is the registry bucket (rebound after NATS restarts).

@@ -7,6 +7,7 @@ package natstest
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"sync"
 	"testing"
@@ -53,6 +54,12 @@ type Server struct {
 	opts     []Option
 	storeDir string
 	port     int // fixed by the first start
+
+	// In a cluster (StartCluster): this server's name, its route port
+	// (fixed by the first start) and the routes it dials.
+	name        string
+	clusterPort int
+	routes      []*url.URL
 
 	// Guarded by mu.
 	mu  sync.Mutex
@@ -171,8 +178,100 @@ func (s *Server) options() *server.Options {
 		JetStream: true,
 		StoreDir:  s.storeDir,
 	}
+	if s.name != "" {
+		o.ServerName = s.name
+		o.Cluster = server.ClusterOpts{Name: "natstest", Host: "127.0.0.1", Port: s.clusterPort}
+		o.Routes = s.routes
+	}
 	for _, opt := range s.opts {
 		opt(o)
 	}
 	return o
+}
+
+// StartCluster starts n servers (n >= 3) clustered with JetStream, as
+// NATS is run for high availability: each on its own client port, route
+// port and store, with routes to all the others. It returns once JetStream
+// has a leader and every server is current. Each server can be stopped and
+// restarted on its own.
+func StartCluster(t testing.TB, n int, opts ...Option) []*Server {
+	t.Helper()
+	// A clustered JetStream server needs its routes from the start, so the
+	// route ports are picked before any server starts.
+	ports := make([]int, n)
+	for i := range ports {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("natstest: %v", err)
+		}
+		ports[i] = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	out := make([]*Server, n)
+	for i := range out {
+		var routes []*url.URL
+		for j, p := range ports {
+			if j != i {
+				routes = append(routes, &url.URL{Scheme: "nats", Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))})
+			}
+		}
+		out[i] = &Server{t: t, opts: opts, storeDir: t.TempDir(), port: server.RANDOM_PORT,
+			name: fmt.Sprintf("s%d", i), clusterPort: ports[i], routes: routes}
+	}
+	// Started together: a JetStream server waits for its peers' routes.
+	errs := make(chan error, n)
+	for _, s := range out {
+		go func() {
+			srv, err := s.start()
+			if err == nil {
+				s.mu.Lock()
+				s.port, s.srv = srv.Addr().(*net.TCPAddr).Port, srv
+				s.mu.Unlock()
+			}
+			errs <- err
+		}()
+	}
+	var failed error
+	for range out {
+		if err := <-errs; err != nil {
+			failed = err
+		}
+	}
+	for _, s := range out {
+		if s.srv != nil {
+			t.Cleanup(s.Stop)
+		}
+	}
+	if failed != nil {
+		t.Fatalf("natstest: cluster: %v", failed)
+	}
+	AwaitCluster(t, out)
+	return out
+}
+
+// AwaitCluster waits until JetStream has a leader among ss and every one
+// of them is current with it (after a Restart, say), for at most 30s.
+func AwaitCluster(t testing.TB, ss []*Server) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !clusterReady(ss) {
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: the JetStream cluster did not form in 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// clusterReady reports whether JetStream has a leader among ss and every
+// one of them is current with it.
+func clusterReady(ss []*Server) bool {
+	leader := false
+	for _, s := range ss {
+		srv := s.Server()
+		if !srv.JetStreamIsCurrent() {
+			return false
+		}
+		leader = leader || srv.JetStreamIsLeader()
+	}
+	return leader
 }

@@ -249,3 +249,48 @@ func TestThroughFaultProxy(t *testing.T) {
 	pubSub(t, c, "healed.again")
 	kvPutGet(t, c, "through-again")
 }
+
+// TestCluster: three servers form a JetStream cluster; a three-replica KV
+// bucket keeps working when the server a client uses stops (the client
+// moves to another), and the stopped server rejoins.
+func TestCluster(t *testing.T) {
+	ss := natstest.StartCluster(t, 3)
+	nc, err := nats.Connect(ss[0].URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if got := len(nc.Servers()); got != 3 {
+		t.Errorf("the client knows %d servers, want 3", got)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "b", Storage: jetstream.MemoryStorage, Replicas: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "k", []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	ss[0].Stop()
+	// Until the client is on another server and the bucket has a leader,
+	// a put may fail: retry.
+	for {
+		if _, err = kv.Put(ctx, "k", []byte("2")); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("put with a server down: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if e, err := kv.Get(ctx, "k"); err != nil || string(e.Value()) != "2" {
+		t.Fatalf("get: %v", err)
+	}
+	ss[0].Restart()
+	natstest.AwaitCluster(t, ss)
+}
