@@ -202,8 +202,15 @@ func (ig *inGroup) add(h *header, payload []byte) (why string, gone bool) {
 		why = "gap"
 		ig.resetLocked()
 	}
+	seen := ig.expect != 0
 	ig.expect = h.seq + 1
 	if h.kind == kindSync {
+		if !seen && h.seq > 1 && ig.n.local.HasGroup(ig.group) {
+			// The origin sent this group chunks (it syncs only groups it
+			// sent to) that never came here, while members were here:
+			// they may have been owed them.
+			return "gap", false
+		}
 		return why, false
 	}
 	first := h.kind == kindData && h.flags&flagFirst != 0
