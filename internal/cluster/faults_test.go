@@ -99,6 +99,33 @@ func isOpen(c *client) bool {
 	return !closed
 }
 
+// TestFirstChunkLost: the only chunk n1 ever sends to group g is lost, then
+// n1's link drops and comes back. n2 never had any of n1's chunks of g, so
+// only the sync n1 sends on its way back can show the loss: b, a member of
+// g on n2 all along, is closed with 4004, not left open without the message.
+func TestFirstChunkLost(t *testing.T) {
+	var dropped atomic.Bool
+	testDropChunk = func(group string, seq uint64) bool {
+		return group == "g" && seq == 1 && dropped.CompareAndSwap(false, true)
+	}
+	t.Cleanup(func() { testDropChunk = nil })
+	_, nodes := cluster3(t, nodeOpts{})
+	a, b := dial(t, nodes[0], "a", "g"), dial(t, nodes[1], "b", "g")
+	waitMembers(t, "g", 2, nodes...)
+	if err := <-sendAll(a, binMsgs("a", 1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the chunk to be dropped", dropped.Load)
+	nodes[0].fault.Cut()
+	waitFor(t, 20*time.Second, "n1 not ready", func() bool { return nodes[0].fwd.Ready() != nil })
+	nodes[0].fault.Pass()
+	waitFor(t, 20*time.Second, "n1 ready again", func() bool { return nodes[0].fwd.Ready() == nil })
+	if code := b.waitClosed(20 * time.Second); code != statusMissed {
+		t.Errorf("b closed with %d %q, want 4004", code, b.reason)
+	}
+	judge(t, b, map[string][]rcvd{}, statusMissed)
+}
+
 // TestForcedGap: a chunk of group g is lost between n1 and the others: the
 // members of g on n2 and n3 are closed with 4004; group h is untouched.
 func TestForcedGap(t *testing.T) {

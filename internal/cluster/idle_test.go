@@ -43,11 +43,15 @@ func TestIdleOriginStartsOver(t *testing.T) {
 }
 
 // TestIdleStateBounded: what a node keeps for the bus follows the groups in
-// use, not every group ever used: ten groups spanning two nodes, used once,
-// leave no state on either node once idle.
+// use, not every group ever used. Ten groups spanning two nodes, used once:
+// the sender's node forgets them all once idle; the receiving node keeps
+// its state of each while it has a member there (only that state can show
+// a loss), and forgets it once its member has left.
 func TestIdleStateBounded(t *testing.T) {
+	const idle = 300 * time.Millisecond
 	ns := natstest.Start(t)
-	n1, n2 := startNode(t, ns, "n1", idleAfter(300*time.Millisecond)), startNode(t, ns, "n2", idleAfter(300*time.Millisecond))
+	n1, n2 := startNode(t, ns, "n1", idleAfter(idle)), startNode(t, ns, "n2", idleAfter(idle))
+	var ys []*client
 	for i := range 10 {
 		g := fmt.Sprintf("g%d", i)
 		x, y := dial(t, n1, "x", g), dial(t, n2, "y", g)
@@ -58,6 +62,15 @@ func TestIdleStateBounded(t *testing.T) {
 		}
 		y.waitCount(1, 20*time.Second)
 		judge(t, y, map[string][]rcvd{"x": msgs})
+		ys = append(ys, y)
+	}
+	waitFor(t, 20*time.Second, "n1 to forget every group it sent to", func() bool { out, _ := n1.bus.states(); return out == 0 })
+	time.Sleep(5 * idle) // long enough for n2 to forget, were it to
+	if _, in := n2.bus.states(); in != 10 {
+		t.Fatalf("n2 keeps %d receiving states while its members are there, want 10", in)
+	}
+	for _, y := range ys {
+		y.conn.Close(websocket.StatusNormalClosure, "")
 	}
 	waitFor(t, 20*time.Second, "both nodes to forget every group", func() bool {
 		out1, in1 := n1.bus.states()

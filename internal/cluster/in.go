@@ -152,17 +152,25 @@ func (n *Node) onChunk(g64 string, data []byte) {
 	}
 }
 
-// forgetIdleIn drops the state of every (origin, group) this node has
-// received nothing from for --idle and has nothing of in flight. A chunk
-// after that starts a new state, which takes whatever sequence number
-// comes first. (A chunk lost just then would go unseen, but nothing here
-// loses one without noticing: NATS drops only for a slow consumer, and the
-// link drops only with the bus lost, both of which close the groups that
-// span nodes.)
+// forgetIdleIn drops the state of every (origin, group) whose group has no
+// member here, that this node has received nothing from for --idle and
+// has nothing of in flight. With nobody here, nothing is owed to anyone;
+// a chunk after that starts a new state, which takes whatever sequence
+// number comes first, as the very first chunk from an origin does. States
+// of groups with members here are kept while they have members: only they
+// can show a loss (a chunk lost would otherwise go unseen, if the origin
+// sent nothing after it but a sync).
 func (n *Node) forgetIdleIn(now time.Time) {
+	here := map[string]bool{}
+	for _, g := range n.local.LocalGroups() {
+		here[g] = true
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for k, ig := range n.in {
+		if here[ig.group] {
+			continue
+		}
 		ig.mu.Lock()
 		if !ig.running && !ig.open && len(ig.q) == 0 && ig.flush == nil && now.Sub(ig.last) >= n.cfg.idle() {
 			ig.gone = true
@@ -194,8 +202,15 @@ func (ig *inGroup) add(h *header, payload []byte) (why string, gone bool) {
 		why = "gap"
 		ig.resetLocked()
 	}
+	seen := ig.expect != 0
 	ig.expect = h.seq + 1
 	if h.kind == kindSync {
+		if !seen && h.seq > 1 && ig.n.local.HasGroup(ig.group) {
+			// The origin sent this group chunks (it syncs only groups it
+			// sent to) that never came here, while members were here:
+			// they may have been owed them.
+			return "gap", false
+		}
 		return why, false
 	}
 	first := h.kind == kindData && h.flags&flagFirst != 0

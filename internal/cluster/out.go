@@ -284,9 +284,15 @@ func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)
 	}
 	size := headerLen + len(h.from) + len(h.to) + len(p)
 	limit := min(batchBytes, n.chunk)
-	alone := size >= limit/4
+	// A sync goes alone, at once: it must not wait in a batch that is
+	// dropped for want of a connection (flushLocked).
+	alone := size >= limit/4 || h.kind == kindSync
 	if alone || len(og.batch)+4+size > limit {
 		n.flushLocked(og) // what came before goes first
+	}
+	if alone && h.kind != kindSync && !n.connected.Load() {
+		n.met.publishFailed() // see flushLocked
+		return
 	}
 	if alone {
 		b := appendHeader(n.getBuf(), h)
@@ -310,11 +316,20 @@ func (n *Node) emit(og *outGroup, h *header, p []byte, numbered func(seq uint64)
 }
 
 // flushLocked publishes the group's batch, if it has one (og.pub held).
+// While the node is not connected (the bus lost, or back but not yet
+// resynced) data is dropped, its sequence numbers spent: the syncs sent on
+// the way back must reach the others before any later data, so that a
+// receiver that never had this node's chunks of a group learns that some
+// were lost (in.go) instead of taking the next one as a first sight.
 func (n *Node) flushLocked(og *outGroup) {
 	if len(og.batch) == 0 {
 		return
 	}
-	n.publishBus(og, og.batch, og.nbatch)
+	if !n.connected.Load() {
+		n.met.publishFailed()
+	} else {
+		n.publishBus(og, og.batch, og.nbatch)
+	}
 	n.batched.Add(-int64(len(og.batch) - 1))
 	n.putBuf(og.batch)
 	og.batch, og.nbatch = nil, 0
