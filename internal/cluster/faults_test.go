@@ -629,6 +629,8 @@ func TestPeerLostAfterAnotherPurged(t *testing.T) {
 func TestNATSServerLost(t *testing.T) {
 	ss := natstest.StartCluster(t, 3)
 	nodes := []*node{startNode(t, ss[0], "n1", nodeOpts{}), startNode(t, ss[1], "n2", nodeOpts{}), startNode(t, ss[2], "n3", nodeOpts{})}
+	natstest.AwaitStream(t, ss, "KV_test_members")
+	natstest.AwaitStream(t, ss, "KV_test_order")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	stream, err := nodes[0].bus.js.Stream(ctx, "KV_test_members")

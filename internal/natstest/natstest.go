@@ -262,8 +262,8 @@ func AwaitCluster(t testing.TB, ss []*Server) {
 	}
 }
 
-// clusterReady reports whether JetStream has a leader among ss and every
-// one of them is current with it.
+// clusterReady reports whether JetStream has a leader among ss, every one
+// of them is current with it, and the leader can place replicas on all.
 func clusterReady(ss []*Server) bool {
 	leader := false
 	for _, s := range ss {
@@ -271,7 +271,33 @@ func clusterReady(ss []*Server) bool {
 		if !srv.JetStreamIsCurrent() {
 			return false
 		}
-		leader = leader || srv.JetStreamIsLeader()
+		if srv.JetStreamIsLeader() {
+			leader = len(srv.JetStreamClusterPeers()) == len(ss)
+		}
 	}
 	return leader
+}
+
+// AwaitStream waits until stream (of the default account) has a leader
+// among ss and its replica on every one of them is current, for at most
+// 30s: only then does it survive the loss of any one server. A test that
+// stops a server right after creating a stream waits for this first.
+func AwaitStream(t testing.TB, ss []*Server, stream string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, current := false, true
+		for _, s := range ss {
+			srv := s.Server()
+			leader = leader || srv.JetStreamIsStreamLeader("$G", stream)
+			current = current && srv.JetStreamIsStreamCurrent("$G", stream)
+		}
+		if leader && current {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("natstest: stream %s has no leader or a replica behind after 30s", stream)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -276,11 +276,15 @@ func TestCluster(t *testing.T) {
 	if _, err := kv.Put(ctx, "k", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
+	natstest.AwaitStream(t, ss, "KV_b")
 	ss[0].Stop()
 	// Until the client is on another server and the bucket has a leader,
-	// a put may fail: retry.
+	// a put may fail, or its answer be lost: retry, each try bounded.
 	for {
-		if _, err = kv.Put(ctx, "k", []byte("2")); err == nil {
+		try, cancelTry := context.WithTimeout(ctx, 2*time.Second)
+		_, err = kv.Put(try, "k", []byte("2"))
+		cancelTry()
+		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
