@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"testing"
+	"time"
 )
 
 // counterValue is the sum of a metric's series on n.
@@ -64,4 +65,16 @@ func (n *Node) states() (out, in int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.out), len(n.in)
+}
+
+// orderKVStream is the order bucket's number of replicas.
+func (n *Node) orderKVStream(t testing.TB) int {
+	t.Helper()
+	ctx, cancel := ctxTimeout(10 * time.Second)
+	defer cancel()
+	s, err := n.js.Stream(ctx, "KV_"+n.cfg.Name+"_order")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().Config.Replicas
 }

@@ -640,6 +640,9 @@ func TestNATSServerLost(t *testing.T) {
 	if r := stream.CachedInfo().Config.Replicas; r != 3 {
 		t.Fatalf("the registry has %d replicas on a three-server NATS, want 3", r)
 	}
+	if r := nodes[1].bus.orderKVStream(t); r != 3 {
+		t.Fatalf("the order bucket has %d replicas on a three-server NATS, want 3", r)
+	}
 	k := -1
 	for i, s := range ss {
 		if cl := stream.CachedInfo().Cluster; cl != nil && cl.Leader == s.Server().Name() {
@@ -680,4 +683,22 @@ func TestNATSServerLost(t *testing.T) {
 		x.waitCount(5, 20*time.Second)
 		judge(t, x, map[string][]rcvd{"x1": msgs})
 	}
+}
+
+// TestTwoNATSServers: a NATS cluster of two cannot place three replicas:
+// the buckets keep one, and the nodes work.
+func TestTwoNATSServers(t *testing.T) {
+	ss := natstest.StartCluster(t, 2)
+	n1, n2 := startNode(t, ss[0], "n1", nodeOpts{}), startNode(t, ss[1], "n2", nodeOpts{})
+	if r := n1.bus.orderKVStream(t); r != 1 {
+		t.Errorf("the order bucket has %d replicas on a two-server NATS, want 1", r)
+	}
+	a, b := dial(t, n1, "a", "g"), dial(t, n2, "b", "g")
+	waitMembers(t, "g", 2, n1, n2)
+	msgs := binMsgs("a", 3, 100)
+	if err := <-sendAll(a, msgs); err != nil {
+		t.Fatal(err)
+	}
+	b.waitCount(3, 20*time.Second)
+	judge(t, b, map[string][]rcvd{"a": msgs})
 }

@@ -29,13 +29,12 @@ func (n *Node) leaseTTL() time.Duration { return n.cfg.WriteTimeout + 5*time.Sec
 
 // bindOrder creates (or finds) the lease bucket.
 func (n *Node) bindOrder(ctx context.Context) error {
-	kv, err := n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := n.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      n.cfg.Name + "_order",
 		Description: "wsproxy stream order: o.<group> is held while a stream is placed on every node",
 		Storage:     jetstream.MemoryStorage,
 		History:     1,
 		TTL:         n.leaseTTL(),
-		Replicas:    n.replicas(),
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: order bucket: %w", err)

@@ -75,12 +75,11 @@ func parseKey(key string) (group, id string, ok bool) {
 // bindRegistry creates (or finds) the bucket and starts the watch. The node
 // is not ready until the watch has delivered every key.
 func (n *Node) bindRegistry(ctx context.Context) error {
-	kv, err := n.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kv, err := n.bucket(ctx, jetstream.KeyValueConfig{
 		Bucket:      n.cfg.Name + "_members",
 		Description: "wsproxy members: m.<group>.<id> -> the node holding it",
 		Storage:     jetstream.MemoryStorage,
 		History:     1,
-		Replicas:    n.replicas(),
 	})
 	if err != nil {
 		return fmt.Errorf("cluster: registry bucket: %w", err)
@@ -425,15 +424,33 @@ func (n *Node) claimValue() []byte {
 	return v
 }
 
-// replicas is how many copies of the buckets NATS keeps: three when NATS
-// runs as a cluster of three servers or more (the buckets survive one
-// server lost), else one. Two would not survive either server's loss.
-func (n *Node) replicas() int {
-	if len(n.nc.Servers()) >= 3 {
-		return 3
+// bucket creates (or updates) a KV bucket with as many replicas as NATS
+// can keep: three when the server is part of a cluster (the bucket then
+// survives the loss of any one server), one if the cluster cannot place
+// three or NATS is a single server. Two would survive neither server's
+// loss. Never fewer than the bucket has: another node may have found
+// room for more.
+func (n *Node) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	cfg.Replicas = 1
+	if n.nc.ConnectedClusterName() != "" {
+		cfg.Replicas = 3
 	}
-	return 1
+	if s, err := n.js.Stream(ctx, "KV_"+cfg.Bucket); err == nil {
+		cfg.Replicas = max(cfg.Replicas, s.CachedInfo().Config.Replicas)
+	}
+	kv, err := n.js.CreateOrUpdateKeyValue(ctx, cfg)
+	var apiErr *jetstream.APIError
+	if err != nil && cfg.Replicas > 1 && errors.As(err, &apiErr) && apiErr.ErrorCode == jsNoSuitablePeers {
+		n.log.Warn().Str("bucket", cfg.Bucket).Msg("cluster: NATS cannot place three replicas; keeping one")
+		cfg.Replicas = 1
+		kv, err = n.js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
+	return kv, err
 }
+
+// jsNoSuitablePeers is JetStream's error code for a placement it cannot
+// make (fewer servers than replicas).
+const jsNoSuitablePeers = 10005
 
 // kv is the registry bucket (rebound after NATS restarts).
 func (n *Node) kv() jetstream.KeyValue {
