@@ -65,8 +65,12 @@ func TestSlowConsumer(t *testing.T) {
 				b := make([]byte, size)
 				for i := range count {
 					binary.BigEndian.PutUint32(b, uint32(i))
-					if policy == Disconnect && i%10 == 0 {
-						time.Sleep(5 * time.Millisecond) // at most 16 MB/s
+					if policy == Disconnect && i%2 == 0 {
+						// At most 3.3 MB/s: a healthy reader starved of CPU
+						// on a busy machine has 300 ms to catch up before
+						// its 1 MiB queue is full (at 16 MB/s, 65 ms was
+						// not always enough under load).
+						time.Sleep(5 * time.Millisecond)
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 					err := sender.Write(ctx, websocket.MessageBinary, b)
