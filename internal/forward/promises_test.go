@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -522,7 +523,9 @@ func TestPingInFlightWhenParked(t *testing.T) {
 		// timeouts; then x goes.
 		waitFor(t, time.Minute, "the sender parked", func() bool { p, _ := ss.Parks(); return p })
 		time.Sleep(time.Second)
-		if err := ts.Kick("g", id); err != nil {
+		// On a busy machine the proxy may have written x a ping before
+		// x's buffers filled, and closed x (frozen: no pong) itself.
+		if err := ts.Kick("g", id); err != nil && !errors.Is(err, ErrNoMember) {
 			t.Fatal(err)
 		}
 		x.drop()
